@@ -1,0 +1,3 @@
+"""recshrink: compress large sequential interest models into small, fast recommenders."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,252 @@
+"""The ``recshrink`` command line.
+
+Every user error (bad path, malformed data, invalid recipe, incompatible model) prints one line
+``error: ...`` and exits with code 2; nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from recshrink import __version__
+from recshrink.errors import RecshrinkError
+
+FORMAT_CHOICES = ["s3rec", "pairs", "recbole", "csv"]
+
+
+class _Group(click.Group):
+    """A click group that turns user errors into one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RecshrinkError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted (finished steps are kept; re-run to resume)", err=True)
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception as exc:  # an internal error: one line unless debugging
+            if os.environ.get("RECSHRINK_DEBUG"):
+                traceback.print_exc()
+            click.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
+            sys.exit(1)
+
+
+def _data_options(f):
+    opts = [
+        click.option("--data", "data_path", required=True, type=click.Path(path_type=Path),
+                     help="Interaction file (S3-Rec lines, pairs, RecBole .inter, CSV)."),
+        click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default=None,
+                     help="File format (default: from the extension; .inter=recbole, "
+                          ".csv=csv, else s3rec)."),
+        click.option("--attributes", type=click.Path(path_type=Path), default=None,
+                     help="S3-Rec item2attributes.json."),
+        click.option("--item-path", type=click.Path(path_type=Path), default=None,
+                     help="RecBole .item file (default: next to the .inter file)."),
+        click.option("--kcore", type=int, default=0, show_default=True,
+                     help="Drop users/items with fewer interactions."),
+        click.option("--max-len", type=int, default=50, show_default=True,
+                     help="History length."),
+        click.option("--csv-columns", default="user_id,item_id", show_default=True,
+                     help="CSV columns: user,item[,time[,category]]."),
+        click.option("--sep", default=",", show_default=True, help="CSV separator."),
+    ]  # fmt: skip
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _data_spec(data_path, fmt, attributes, item_path, kcore, max_len, csv_columns, sep):
+    from pydantic import ValidationError
+
+    from recshrink.recipe import DataSpec, format_validation_error
+
+    if fmt is None:
+        fmt = {".inter": "recbole", ".csv": "csv"}.get(data_path.suffix, "s3rec")
+    cols = [c.strip() or None for c in csv_columns.split(",")]
+    if len(cols) < 2 or len(cols) > 4 or not cols[0] or not cols[1]:
+        raise RecshrinkError("--csv-columns: expected user,item[,time[,category]]")
+    cols += [None] * (4 - len(cols))
+    try:
+        return DataSpec(
+            format=fmt, path=str(data_path), root=".",
+            attributes=str(attributes) if attributes else None,
+            item_path=str(item_path) if item_path else None,
+            kcore=kcore, max_len=max_len,
+            csv={"user_col": cols[0], "item_col": cols[1], "time_col": cols[2],
+                 "category_col": cols[3], "sep": sep},
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise RecshrinkError(format_validation_error(exc, "options")) from None
+
+
+def _print_metrics(name: str, m: dict) -> None:
+    keys = ["hr@10", "ndcg@10", "hr@20", "ndcg@20", "f1@10", "mrr"]
+    line = "  ".join(f"{k}={m[k]:.4f}" for k in keys if k in m)
+    click.echo(f"{name}: {line}")
+    for group in ("shift", "stable"):
+        if group in m and m[group].get("count"):
+            click.echo(f"  {group} ({m[group]['count']} users): ndcg@10={m[group]['ndcg@10']:.4f}"
+                       f"  hr@10={m[group]['hr@10']:.4f}")  # fmt: skip
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="recshrink")
+def main() -> None:
+    """recshrink: compress large sequential interest models into small, fast recommenders."""
+
+
+@main.group(cls=_Group)
+def data() -> None:
+    """Inspect data sets."""
+
+
+@data.command("stats")
+@_data_options
+def data_stats(**kw) -> None:
+    """Print users, items, interactions and sequence lengths as JSON."""
+    from recshrink.pipeline import load_dataset
+
+    ds = load_dataset(_data_spec(**kw))
+    click.echo(json.dumps({**ds.stats(), "fingerprint": ds.fingerprint()}, indent=2))
+
+
+@main.command()
+@_data_options
+@click.option("--model", "model_name", default="sasrec_large", show_default=True,
+              help="Builder or preset name.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Model directory.")
+@click.option("--arg", "args", multiple=True, help="Builder argument KEY=VALUE (repeatable).")
+@click.option("--epochs", type=int, default=200, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--loss", type=click.Choice(["ce", "sampled", "bce"]), default="sampled",
+              show_default=True)
+@click.option("--negatives", "num_negatives", type=int, default=1024, show_default=True,
+              help="Shared negatives for the sampled softmax.")
+@click.option("--patience", type=int, default=10, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--max-minutes", type=float, default=None, help="Training time budget.")
+@click.option("--progress/--no-progress", default=True)
+def train(model_name, out, args, epochs, batch_size, lr, weight_decay, loss, num_negatives,
+          patience, seed, device, threads, max_minutes, progress, **kw) -> None:  # fmt: skip
+    """Train a model (teacher or student without distillation) and evaluate it on the test split."""
+    from pydantic import ValidationError
+
+    from recshrink.data.split import leave_one_out
+    from recshrink.fsutil import write_json
+    from recshrink.pipeline import (
+        dataset_entry, load_dataset, machine_entry, model_entry, test_metrics, train_or_load,
+    )  # fmt: skip
+    from recshrink.recipe import EvalSpec, ModelSpec, _parse_value, format_validation_error
+
+    builder_args = {}
+    for a in args:
+        if "=" not in a:
+            raise RecshrinkError(f"--arg {a!r}: expected KEY=VALUE")
+        k, v = a.split("=", 1)
+        builder_args[k.strip()] = _parse_value(v)
+    try:
+        spec = ModelSpec(
+            model=model_name, args=builder_args,
+            train=dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                       loss=loss, num_negatives=num_negatives, patience=patience, seed=seed,
+                       device=device, threads=threads, max_minutes=max_minutes),
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise RecshrinkError(format_validation_error(exc, "options")) from None
+    dspec = _data_spec(**kw)
+    ds = load_dataset(dspec)
+    split = leave_one_out(ds, dspec.max_len, dspec.shift_window)
+    model, summary = train_or_load(spec, ds, split, out, max_len=dspec.max_len, progress=progress)
+    metrics = test_metrics(model, ds, split, EvalSpec())
+    report = {
+        "recshrink_version": __version__, "machine": machine_entry(device),
+        "dataset": dataset_entry(ds), "teacher": spec.label,
+        "models": {spec.label: model_entry(model, "teacher", out, metrics, train=summary)},
+    }  # fmt: skip
+    write_json(out / "report.json", report)
+    _print_metrics(spec.label, metrics)
+    click.echo(f"model written to {out} ({summary['seconds']:.0f} s, best epoch "
+               f"{summary['best_epoch']})")  # fmt: skip
+
+
+@main.command("evaluate")
+@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path),
+              help="Model directory or .pt file.")
+@_data_options
+@click.option("--split", "which", type=click.Choice(["test", "valid"]), default="test",
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write the metrics to this JSON file.")
+def evaluate_cmd(model_path, which, out, **kw) -> None:
+    """Full-ranking metrics of a trained model on the data's leave-one-out split."""
+    from recshrink.data.split import leave_one_out
+    from recshrink.fsutil import write_json
+    from recshrink.models.io import load_model
+    from recshrink.pipeline import check_compatible, dataset_entry, load_dataset
+    from recshrink.train.evaluate import evaluate, model_scorer
+
+    model, meta = load_model(model_path)
+    dspec = _data_spec(**kw)
+    ds = load_dataset(dspec)
+    check_compatible(model, ds, str(model_path))
+    split = leave_one_out(ds, dspec.max_len, dspec.shift_window)
+    es = split.test if which == "test" else split.valid
+    metrics = evaluate(model_scorer(model), es, ds.item_attrs)
+    _print_metrics(f"{meta.arch} ({which})", metrics)
+    if meta.data_fingerprint and meta.data_fingerprint != ds.fingerprint():
+        click.echo("warning: the model was trained on data with another fingerprint", err=True)
+    if out:
+        write_json(out, {"model": str(model_path), "split": which, "dataset": dataset_entry(ds),
+                         "metrics": metrics})  # fmt: skip
+
+
+@main.command()
+@click.argument("recipe_path", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory.")
+@click.option("--set", "overrides", multiple=True, help="Override KEY.PATH=VALUE (repeatable).")
+@click.option("--progress/--no-progress", default=True)
+def run(recipe_path, out, overrides, progress) -> None:
+    """Run a recipe end to end (validated before any work starts)."""
+    from recshrink.pipeline import run_recipe
+    from recshrink.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, tuple(overrides))
+    report = run_recipe(recipe, out, progress=progress)
+    for name, entry in report["models"].items():
+        _print_metrics(f"{name} [{entry['role']}, {entry['params']:,} params]", entry["metrics"])
+    click.echo(f"report: {out / 'report.json'} ({report['seconds']:.0f} s)")
+
+
+@main.group(cls=_Group)
+def recipe() -> None:
+    """Work with recipes."""
+
+
+@recipe.command("validate")
+@click.argument("recipe_path", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, help="Override KEY.PATH=VALUE (repeatable).")
+def recipe_validate(recipe_path, overrides) -> None:
+    """Check a recipe without running it."""
+    from recshrink.recipe import load_recipe
+
+    r = load_recipe(recipe_path, tuple(overrides))
+    click.echo(f"{recipe_path}: ok (recipe {r.name!r}, data {r.data.format}, teacher "
+               f"{r.teacher.label}, {len(r.baselines)} baselines)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

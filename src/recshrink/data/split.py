@@ -1,0 +1,152 @@
+"""Leave-one-out split, left padding and length-bucketed training batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from recshrink.data.dataset import InteractionData
+from recshrink.errors import DataError
+
+
+def pad_left(seqs: list[np.ndarray], length: int) -> np.ndarray:
+    """Left-pad (and left-truncate) sequences to ``length``: returns ``[len(seqs), length]``."""
+    out = np.zeros((len(seqs), length), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        s = s[-length:]
+        if len(s):
+            out[i, length - len(s) :] = s
+    return out
+
+
+@dataclass
+class EvalSet:
+    """One evaluation split: a history and a held-out target per user.
+
+    Attributes:
+        histories: ``[U, max_len]`` int64, left-padded.
+        targets: ``[U]`` int64 target item per user.
+        users: ``[U]`` index of each row's user in ``InteractionData.sequences``.
+        shift: ``[U]`` bool, True where the target shifts the user's interest.
+        known: ``[U]`` bool, True where ``shift`` is determined (attributes or ground truth).
+    """
+
+    histories: np.ndarray
+    targets: np.ndarray
+    users: np.ndarray
+    shift: np.ndarray
+    known: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+@dataclass
+class Split:
+    """Leave-one-out split of a data set.
+
+    Attributes:
+        train: Per-user training sequences (all but the last two items; whole sequence for users
+            with fewer than 3 items).
+        valid: Second-to-last item as target, the items before it as history.
+        test: Last item as target, all items before it as history.
+        max_len: History length of the model.
+    """
+
+    train: list[np.ndarray]
+    valid: EvalSet
+    test: EvalSet
+    max_len: int
+
+
+def _eval_set(
+    data: InteractionData,
+    users: np.ndarray,
+    cut: int,
+    max_len: int,
+    ground_truth: np.ndarray | None,
+    window: int,
+) -> EvalSet:
+    from recshrink.metrics import interest_shift_mask
+
+    hist = [data.sequences[u][: len(data.sequences[u]) - cut] for u in users]
+    targets = np.array([data.sequences[u][len(data.sequences[u]) - cut] for u in users], np.int64)
+    histories = pad_left(hist, max_len)
+    if ground_truth is not None:
+        shift = ground_truth[users].astype(bool)
+        known = np.ones(len(users), dtype=bool)
+    elif data.item_attrs is not None:
+        shift, known = interest_shift_mask(histories, targets, data.item_attrs, window=window)
+    else:
+        shift = np.zeros(len(users), dtype=bool)
+        known = np.zeros(len(users), dtype=bool)
+    return EvalSet(histories, targets, np.asarray(users, np.int64), shift, known)
+
+
+def leave_one_out(data: InteractionData, max_len: int = 50, shift_window: int = 5) -> Split:
+    """Split each user's sequence: last item = test, second last = validation, rest = training.
+
+    Users with fewer than 3 items are used for training only. Interest shift on the test split is
+    the generator's ground truth where the data has it (synthetic data), otherwise derived from
+    item attributes (the target shares no attribute with the last ``shift_window`` items).
+
+    Raises:
+        DataError: No user has 3 or more items.
+    """
+    lengths = np.array([len(s) for s in data.sequences])
+    eval_users = np.flatnonzero(lengths >= 3)
+    if len(eval_users) == 0:
+        raise DataError(data.source or data.name, "no user has 3 or more items: nothing to evaluate")
+    train = [s[:-2] if len(s) >= 3 else s for s in data.sequences]
+    valid = _eval_set(data, eval_users, 2, max_len, None, shift_window)
+    test = _eval_set(data, eval_users, 1, max_len, data.shift, shift_window)
+    return Split(train=train, valid=valid, test=test, max_len=max_len)
+
+
+def training_pairs(train: list[np.ndarray], max_len: int) -> list[np.ndarray]:
+    """Per-user training sequences of at least 2 items, truncated to their last ``max_len + 1``.
+
+    Each returned sequence ``s`` gives inputs ``s[:-1]`` and next-item targets ``s[1:]``.
+    """
+    return [s[-(max_len + 1) :] for s in train if len(s) >= 2]
+
+
+def bucket_batches(
+    seqs: list[np.ndarray],
+    batch_size: int,
+    rng: np.random.Generator,
+    rank: int = 0,
+    world_size: int = 1,
+) -> list[dict[str, torch.Tensor]]:
+    """Length-bucketed batches ``{"inputs": [B, L'], "targets": [B, L'], "index": [B]}``.
+
+    ``inputs`` and ``targets`` are left-padded; ``index`` gives each row's position in ``seqs``.
+
+    Sequences are sorted by length (ties broken at random), cut into batches and the batches
+    shuffled, so each batch is padded only to its own longest sequence. With ``world_size > 1``
+    every rank draws the same order and takes every ``world_size``-th batch; all ranks get the
+    same number of batches.
+    """
+    lengths = np.array([len(s) - 1 for s in seqs])
+    order = np.lexsort((rng.random(len(seqs)), lengths))
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    perm = rng.permutation(len(chunks))
+    if world_size > 1:
+        usable = len(perm) - len(perm) % world_size
+        perm = perm[:usable][rank::world_size]
+    out = []
+    for c in perm:
+        idx = chunks[c]
+        width = int(lengths[idx].max())
+        inp = pad_left([seqs[i][:-1] for i in idx], width)
+        tgt = pad_left([seqs[i][1:] for i in idx], width)
+        out.append(
+            {
+                "inputs": torch.from_numpy(inp),
+                "targets": torch.from_numpy(tgt),
+                "index": torch.from_numpy(np.asarray(idx, dtype=np.int64)),
+            }
+        )
+    return out

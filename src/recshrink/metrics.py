@@ -1,0 +1,483 @@
+"""Full-ranking evaluation metrics for sequential recommenders.
+
+Evaluation is leave-one-out: every user has exactly one target item, and the model
+scores *all* items. Item ids are ``1..N``; id ``0`` is padding. Scores are a float
+tensor of shape ``[B, N+1]`` whose column 0 belongs to the padding id and is never
+ranked.
+
+The pipeline is::
+
+    scores = mask_scores(scores, history)          # [B, N+1], -inf where excluded
+    ranks = target_ranks(scores, targets)          # [B], 0-based
+    metrics = ranking_metrics(ranks, ks=(5, 10, 20))
+
+or, across batches, :class:`MetricAccumulator`. Interest-level metrics compare the
+attribute sets (e.g. categories) of the top-K items with the target's attributes, and
+:func:`is_interest_shift` labels a user whose target leaves their recent interests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "MetricAccumulator",
+    "interest_f1",
+    "interest_shift_mask",
+    "is_interest_shift",
+    "mask_scores",
+    "ranking_metrics",
+    "target_ranks",
+]
+
+_RANK_KEYS = ("hr", "ndcg", "precision", "recall", "f1", "mrr")
+_INTEREST_KEYS = ("interest_precision", "interest_recall", "interest_f1")
+
+
+def mask_scores(scores: Tensor, history: Tensor | None, mask_history: bool = True) -> Tensor:
+    """Excludes the padding id and (optionally) already-seen items from ranking.
+
+    Column 0 (padding) is always set to ``-inf``. With ``mask_history``, every item id
+    present in a row of ``history`` is set to ``-inf`` in that row. The target is *not*
+    protected: if the target also occurs in the history it is masked as well and thus
+    counts as a miss at every K. This matches the S3-Rec evaluation code.
+
+    Args:
+        scores: Float scores over all items, shape ``[B, N+1]``.
+        history: Item ids seen by each user, shape ``[B, L]``, int64, left-padded
+            with 0. May be ``None`` when ``mask_history`` is False.
+        mask_history: Whether to mask the history items.
+
+    Returns:
+        A new tensor of the same shape and dtype as ``scores``; the input is unchanged.
+
+    Raises:
+        ValueError: On bad shapes/dtypes or history ids outside ``[0, N]``.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be 2-D [B, N+1], got shape {tuple(scores.shape)}")
+    if not scores.is_floating_point():
+        raise ValueError(f"scores must be a floating tensor, got {scores.dtype}")
+    out = scores.clone()  # [B, N+1]
+    out[:, 0] = float("-inf")
+    if not mask_history:
+        return out
+    if history is None:
+        raise ValueError("history is required when mask_history=True")
+    if history.dim() != 2 or history.shape[0] != scores.shape[0]:
+        raise ValueError(
+            f"history must be [B, L] with B={scores.shape[0]}, got {tuple(history.shape)}"
+        )
+    if history.numel() == 0:
+        return out
+    index = history.to(device=out.device, dtype=torch.long)  # [B, L]
+    if int(index.min()) < 0 or int(index.max()) >= out.shape[1]:
+        raise ValueError(f"history ids must lie in [0, {out.shape[1] - 1}]")
+    # Padding zeros scatter onto column 0, which is already -inf.
+    out.scatter_(1, index, float("-inf"))
+    return out
+
+
+def target_ranks(scores: Tensor, targets: Tensor) -> Tensor:
+    """0-based rank of each target among all real items.
+
+    The rank is the number of items (ids ``1..N``; column 0 is never counted) whose
+    score is strictly greater than the target's score, so ties do not count against
+    the target. A target whose score is ``-inf`` (e.g. masked because it was in the
+    history) gets rank ``N``, a miss at any cutoff.
+
+    Args:
+        scores: Float scores, shape ``[B, N+1]`` (usually from :func:`mask_scores`).
+        targets: Target item ids in ``[1, N]``, shape ``[B]``.
+
+    Returns:
+        Int64 tensor of shape ``[B]`` on the device of ``scores``.
+
+    Raises:
+        ValueError: On bad shapes or target ids outside ``[1, N]``.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be 2-D [B, N+1], got shape {tuple(scores.shape)}")
+    num_items = scores.shape[1] - 1
+    tgt = targets.to(device=scores.device, dtype=torch.long).reshape(-1)  # [B]
+    if tgt.shape[0] != scores.shape[0]:
+        raise ValueError(f"targets must have {scores.shape[0]} entries, got {tgt.shape[0]}")
+    if tgt.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=scores.device)
+    if int(tgt.min()) < 1 or int(tgt.max()) > num_items:
+        raise ValueError(f"target ids must lie in [1, {num_items}]")
+    target_score = scores.gather(1, tgt.unsqueeze(1))  # [B, 1]
+    ranks = (scores[:, 1:] > target_score).sum(dim=1)  # [B]
+    missed = torch.isneginf(target_score.squeeze(1))  # [B]
+    return torch.where(missed, torch.full_like(ranks, num_items), ranks).long()
+
+
+def _to_int_array(values: Tensor | np.ndarray | Sequence[int], name: str) -> np.ndarray:
+    """Converts a tensor/array/sequence to a 1-D int64 numpy array."""
+    if isinstance(values, Tensor):
+        arr = values.detach().cpu().numpy()
+    else:
+        arr = np.asarray(values)
+    arr = arr.reshape(-1)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise ValueError(f"{name} must contain integers")
+    return arr.astype(np.int64)
+
+
+def _to_2d_int_array(values: Tensor | np.ndarray | Sequence[Sequence[int]], name: str) -> np.ndarray:
+    """Converts a tensor/array/nested sequence to a 2-D int64 numpy array."""
+    if isinstance(values, Tensor):
+        arr = values.detach().cpu().numpy()
+    else:
+        arr = np.asarray(values)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {arr.shape}")
+    return arr.astype(np.int64)
+
+
+def _per_user_ranking(ranks: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Per-user ranking values at cutoff ``k`` (arrays of shape ``[B]``)."""
+    hit = (ranks < k).astype(np.float64)  # [B]
+    inv_rank = 1.0 / (ranks.astype(np.float64) + 1.0)  # [B]
+    return {
+        "hr": hit,
+        "ndcg": hit / np.log2(ranks.astype(np.float64) + 2.0),
+        "precision": hit / k,
+        "recall": hit,
+        # P = hit/K, R = hit  ->  2PR/(P+R) = 2*hit/(K+1); 0 when no hit.
+        "f1": 2.0 * hit / (k + 1),
+        "mrr": hit * inv_rank,
+    }
+
+
+def ranking_metrics(
+    ranks: Tensor | np.ndarray | Sequence[int],
+    ks: Sequence[int] = (5, 10, 20),
+    num_items: int | None = None,
+) -> dict[str, float]:
+    """Averages leave-one-out ranking metrics over users.
+
+    For each cutoff K: ``hr@K`` (1 if rank < K), ``ndcg@K`` (``1/log2(rank+2)`` on a
+    hit), ``precision@K`` (hit/K), ``recall@K`` (= hit, one target), ``f1@K``
+    (``2*hit/(K+1)``) and ``mrr@K`` (``1/(rank+1)`` on a hit). Also ``mrr`` (no cutoff)
+    and ``count`` (number of users, an int). Empty input gives zeros and count 0.
+
+    Args:
+        ranks: 0-based target ranks, shape ``[B]`` (see :func:`target_ranks`).
+        ks: Cutoffs, each >= 1.
+        num_items: If given, ranks are checked to lie in ``[0, num_items]``.
+
+    Returns:
+        Dict of metric name to float (``count`` is an int).
+
+    Raises:
+        ValueError: On negative/out-of-range ranks or a cutoff < 1.
+    """
+    r = _to_int_array(ranks, "ranks")  # [B]
+    _check_ks(ks)
+    if r.size and int(r.min()) < 0:
+        raise ValueError("ranks must be >= 0")
+    if num_items is not None and r.size and int(r.max()) > num_items:
+        raise ValueError(f"ranks must be <= num_items={num_items}")
+    out: dict[str, float] = {}
+    for k in ks:
+        per_user = _per_user_ranking(r, int(k))
+        for key in _RANK_KEYS:
+            out[f"{key}@{k}"] = float(per_user[key].mean()) if r.size else 0.0
+    out["mrr"] = float((1.0 / (r.astype(np.float64) + 1.0)).mean()) if r.size else 0.0
+    out["count"] = int(r.size)
+    return out
+
+
+def _check_ks(ks: Sequence[int]) -> None:
+    if len(ks) == 0:
+        raise ValueError("ks must not be empty")
+    for k in ks:
+        if int(k) != k or k < 1:
+            raise ValueError(f"cutoffs must be integers >= 1, got {k!r}")
+
+
+def _attrs_of(item_attrs: Sequence[frozenset[int]], item: int) -> frozenset[int]:
+    """Attributes of one item; padding (0) and unknown ids have none."""
+    if item <= 0 or item >= len(item_attrs):
+        return frozenset()
+    attrs = item_attrs[item]
+    return attrs if attrs is not None else frozenset()
+
+
+def _per_user_interest(
+    topk_ids: np.ndarray, targets: np.ndarray, item_attrs: Sequence[frozenset[int]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-user interest precision, recall, F1 and validity (all shape ``[B]``)."""
+    n = targets.shape[0]
+    prec = np.zeros(n, dtype=np.float64)
+    rec = np.zeros(n, dtype=np.float64)
+    f1 = np.zeros(n, dtype=np.float64)
+    valid = np.zeros(n, dtype=bool)
+    for u in range(n):
+        t_attrs = _attrs_of(item_attrs, int(targets[u]))
+        if not t_attrs:
+            continue
+        valid[u] = True
+        a_attrs: set[int] = set()
+        for item in topk_ids[u]:
+            a_attrs.update(_attrs_of(item_attrs, int(item)))
+        inter = len(a_attrs & t_attrs)
+        p = inter / len(a_attrs) if a_attrs else 0.0
+        r = inter / len(t_attrs)
+        prec[u] = p
+        rec[u] = r
+        f1[u] = 2.0 * p * r / (p + r) if (p + r) > 0 else 0.0
+    return prec, rec, f1, valid
+
+
+def _interest_summary(
+    k: int, prec: np.ndarray, rec: np.ndarray, f1: np.ndarray, valid: np.ndarray
+) -> dict[str, float]:
+    """Averages per-user interest values over valid users."""
+    cnt = int(valid.sum())
+    vals = (prec, rec, f1)
+    return {
+        f"{name}@{k}": (float(v[valid].mean()) if cnt else 0.0)
+        for name, v in zip(_INTEREST_KEYS, vals)
+    }
+
+
+def interest_f1(
+    topk_ids: Tensor | np.ndarray,
+    targets: Tensor | np.ndarray | Sequence[int],
+    item_attrs: Sequence[frozenset[int]],
+) -> dict[str, Any]:
+    """Interest-level precision/recall/F1 between the top-K list and the target.
+
+    For each user whose target has a non-empty attribute set T, let A be the union of
+    the attributes of the top-K items (padding id 0 contributes none). Then
+    ``precision = |A∩T|/|A|`` (0 if A is empty), ``recall = |A∩T|/|T|`` and
+    ``f1 = 2PR/(P+R)`` (0 if both are 0). Users whose target has no attributes are
+    excluded from the averages.
+
+    Args:
+        topk_ids: Recommended item ids, shape ``[B, K]``.
+        targets: Target item ids, shape ``[B]``.
+        item_attrs: ``item_attrs[i]`` is the attribute set of item id ``i``; ids past
+            the end of the list have no attributes.
+
+    Returns:
+        ``{"interest_precision@K", "interest_recall@K", "interest_f1@K"}`` as floats
+        (0.0 when no user counts) and ``"interest_count"``, the number of users averaged.
+
+    Raises:
+        ValueError: If the batch sizes disagree.
+    """
+    top = _to_2d_int_array(topk_ids, "topk_ids")  # [B, K]
+    tgt = _to_int_array(targets, "targets")  # [B]
+    if top.shape[0] != tgt.shape[0]:
+        raise ValueError(f"topk_ids has {top.shape[0]} rows but targets has {tgt.shape[0]}")
+    prec, rec, f1, valid = _per_user_interest(top, tgt, item_attrs)
+    out: dict[str, Any] = _interest_summary(top.shape[1], prec, rec, f1, valid)
+    out["interest_count"] = int(valid.sum())
+    return out
+
+
+def is_interest_shift(
+    history: Tensor | np.ndarray | Sequence[int],
+    target: int,
+    item_attrs: Sequence[frozenset[int]],
+    window: int = 5,
+) -> bool | None:
+    """Whether the target leaves the user's recent interests.
+
+    The recent interests are the union of the attributes of the last ``window``
+    non-padding items of ``history`` (zeros are ignored wherever they appear).
+
+    Args:
+        history: 1-D item ids in time order (oldest first), 0 = padding.
+        target: The target item id.
+        item_attrs: ``item_attrs[i]`` is the attribute set of item id ``i``.
+        window: How many of the most recent real items define recent interests (>= 1).
+
+    Returns:
+        True if the target's attributes share nothing with the recent interests, False
+        if they overlap, and None (undetermined) when the target has no attributes or
+        the window items have none (including an empty history).
+
+    Raises:
+        ValueError: If ``window`` < 1.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    t_attrs = _attrs_of(item_attrs, int(target))
+    if not t_attrs:
+        return None
+    items = _to_int_array(history, "history")
+    items = items[items != 0][-window:]
+    recent: set[int] = set()
+    for item in items:
+        recent.update(_attrs_of(item_attrs, int(item)))
+    if not recent:
+        return None
+    return recent.isdisjoint(t_attrs)
+
+
+def interest_shift_mask(
+    histories: Tensor | np.ndarray | Sequence[Sequence[int]],
+    targets: Tensor | np.ndarray | Sequence[int],
+    item_attrs: Sequence[frozenset[int]],
+    window: int = 5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Batched :func:`is_interest_shift`.
+
+    Args:
+        histories: Item ids, shape ``[B, L]``, 0 = padding.
+        targets: Target ids, shape ``[B]``.
+        item_attrs: ``item_attrs[i]`` is the attribute set of item id ``i``.
+        window: See :func:`is_interest_shift`.
+
+    Returns:
+        ``(shift, known)``, two bool arrays of shape ``[B]``. ``known`` is False where
+        the shift is undetermined, and ``shift`` is False there. Stable users are
+        ``known & ~shift``.
+
+    Raises:
+        ValueError: If the batch sizes disagree or ``window`` < 1.
+    """
+    hist = _to_2d_int_array(histories, "histories")  # [B, L]
+    tgt = _to_int_array(targets, "targets")  # [B]
+    if hist.shape[0] != tgt.shape[0]:
+        raise ValueError(f"histories has {hist.shape[0]} rows but targets has {tgt.shape[0]}")
+    shift = np.zeros(tgt.shape[0], dtype=bool)
+    known = np.zeros(tgt.shape[0], dtype=bool)
+    for u in range(tgt.shape[0]):
+        res = is_interest_shift(hist[u], int(tgt[u]), item_attrs, window=window)
+        if res is not None:
+            known[u] = True
+            shift[u] = res
+    return shift, known
+
+
+class MetricAccumulator:
+    """Accumulates per-user evaluation values across batches.
+
+    Args:
+        ks: Cutoffs for all metrics.
+        item_attrs: Optional attribute table; with it, and ``topk_ids``/``targets``
+            given to :meth:`update`, interest metrics are computed at every K.
+
+    Example:
+        >>> acc = MetricAccumulator(ks=(1, 2))
+        >>> acc.update(torch.tensor([0, 3]))
+        >>> acc.result()["hr@1"]
+        0.5
+    """
+
+    def __init__(
+        self,
+        ks: Sequence[int] = (5, 10, 20),
+        item_attrs: Sequence[frozenset[int]] | None = None,
+    ) -> None:
+        _check_ks(ks)
+        self.ks = tuple(int(k) for k in ks)
+        self.item_attrs = item_attrs
+        self._ranks: list[np.ndarray] = []
+        # Per K: lists of per-user (precision, recall, f1, valid) arrays.
+        self._interest: dict[int, list[tuple[np.ndarray, ...]]] = {k: [] for k in self.ks}
+        self._with_interest: bool | None = None
+        self._groups: dict[str, list[np.ndarray]] = {}
+        self._n = 0
+
+    def update(
+        self,
+        ranks: Tensor | np.ndarray | Sequence[int],
+        topk_ids: Tensor | np.ndarray | None = None,
+        targets: Tensor | np.ndarray | Sequence[int] | None = None,
+        groups: Mapping[str, np.ndarray | Sequence[bool]] | None = None,
+    ) -> None:
+        """Adds one batch of users.
+
+        Args:
+            ranks: 0-based target ranks, shape ``[B]``.
+            topk_ids: Top ``max(ks)`` item ids, shape ``[B, >=max(ks)]``; needed with
+                ``item_attrs`` for interest metrics (give it in every batch or none).
+            targets: Target ids, shape ``[B]``; required with ``topk_ids``.
+            groups: Optional name -> bool mask of shape ``[B]`` selecting users of a
+                subgroup (e.g. ``{"shift": m, "stable": ~m}``). A group missing from a
+                batch contains none of that batch's users.
+
+        Raises:
+            ValueError: On inconsistent shapes, or interest inputs given in some
+                batches but not others.
+        """
+        r = _to_int_array(ranks, "ranks")  # [B]
+        if r.size and int(r.min()) < 0:
+            raise ValueError("ranks must be >= 0")
+        b = r.shape[0]
+        with_interest = self.item_attrs is not None and topk_ids is not None
+        if self._with_interest is not None and self._with_interest != with_interest:
+            raise ValueError("topk_ids must be given in every update or in none")
+        masks: dict[str, np.ndarray] = {}
+        for name, mask in (groups or {}).items():
+            if name in ("mrr", "count", "interest_count") or "@" in name:
+                raise ValueError(f"group name {name!r} clashes with a metric key")
+            m = np.asarray(mask, dtype=bool).reshape(-1)
+            if m.shape[0] != b:
+                raise ValueError(f"group {name!r} mask has {m.shape[0]} entries, expected {b}")
+            masks[name] = m
+        if with_interest:
+            if targets is None:
+                raise ValueError("targets are required with topk_ids")
+            top = _to_2d_int_array(topk_ids, "topk_ids")  # [B, >=max(ks)]
+            tgt = _to_int_array(targets, "targets")  # [B]
+            if top.shape[0] != b or tgt.shape[0] != b:
+                raise ValueError("ranks, topk_ids and targets must have the same batch size")
+            if top.shape[1] < max(self.ks):
+                raise ValueError(f"topk_ids needs >= {max(self.ks)} columns, got {top.shape[1]}")
+            assert self.item_attrs is not None
+            interest = {k: _per_user_interest(top[:, :k], tgt, self.item_attrs) for k in self.ks}
+        # Commit only after validation succeeded.
+        self._with_interest = with_interest
+        for name in masks:
+            if name not in self._groups:
+                self._groups[name] = [np.zeros(self._n, dtype=bool)]
+        for name, lst in self._groups.items():
+            lst.append(masks.get(name, np.zeros(b, dtype=bool)))
+        if with_interest:
+            for k in self.ks:
+                self._interest[k].append(interest[k])
+        self._ranks.append(r)
+        self._n += b
+
+    def _summarize(self, select: np.ndarray | None) -> dict[str, Any]:
+        ranks = np.concatenate(self._ranks) if self._ranks else np.zeros(0, dtype=np.int64)
+        if select is not None:
+            ranks = ranks[select]
+        out: dict[str, Any] = ranking_metrics(ranks, self.ks)
+        if self._with_interest:
+            count = 0
+            for k in self.ks:
+                prec, rec, f1, valid = (np.concatenate(parts) for parts in zip(*self._interest[k]))
+                if select is not None:
+                    prec, rec, f1, valid = prec[select], rec[select], f1[select], valid[select]
+                out.update(_interest_summary(k, prec, rec, f1, valid))
+                count = int(valid.sum())
+            out["interest_count"] = count
+        return out
+
+    def result(self) -> dict[str, Any]:
+        """Metrics over all users so far, plus a nested dict per group.
+
+        Returns:
+            :func:`ranking_metrics` keys over all users; when interest inputs were
+            given, ``interest_precision@K``/``interest_recall@K``/``interest_f1@K`` for
+            every K and ``interest_count``; and for each group name a dict with the
+            same keys computed on that group's users only. Values are not rounded.
+        """
+        out = self._summarize(None)
+        for name, parts in self._groups.items():
+            out[name] = self._summarize(np.concatenate(parts))
+        return out

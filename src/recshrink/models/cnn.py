@@ -1,0 +1,110 @@
+"""NextItNet-style dilated causal CNN student."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recshrink.models.base import SeqRecModel, timeline_mask
+
+
+class CausalConv(nn.Module):
+    """1-D causal convolution over ``[B, L, C]`` (left zero padding, dilation)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, dilation: int) -> None:
+        super().__init__()
+        self.pad = (kernel - 1) * dilation
+        self.conv = nn.Conv1d(c_in, c_out, kernel, dilation=dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.pad(x.transpose(1, 2), (self.pad, 0))  # [B, C, pad + L]
+        return self.conv(y).transpose(1, 2)  # [B, L, C_out]
+
+
+class ResidualBlock(nn.Module):
+    """Two dilated causal convolutions with pre-LayerNorm and a residual connection.
+
+    Inputs to each convolution are zeroed at padded positions, which makes the output at a real
+    position independent of how much padding precedes it.
+    """
+
+    def __init__(self, dim: int, channels: int, kernel: int, dilation: int, dropout: float) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.conv1 = CausalConv(dim, channels, kernel, dilation)
+        self.ln2 = nn.LayerNorm(channels)
+        self.conv2 = CausalConv(channels, dim, kernel, 2 * dilation)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.relu(self.ln1(x)) * keep)  # [B, L, C]
+        h = self.conv2(F.relu(self.ln2(h)) * keep)  # [B, L, D]
+        return (x + self.drop(h)) * keep
+
+
+class NextItNet(SeqRecModel):
+    """Dilated causal CNN (Yuan et al., 2019) under the shared contract.
+
+    Args:
+        num_items: Number of items N.
+        dim: Item-embedding and user-vector size D.
+        channels: Inner channels of each block (default ``dim``).
+        dilations: Dilation of the first convolution of each block (the second uses twice it).
+        kernel: Convolution kernel size.
+        max_len: Longest history.
+        dropout: Dropout on embeddings and block outputs.
+    """
+
+    arch = "cnn"
+
+    def __init__(
+        self,
+        num_items: int,
+        dim: int = 64,
+        channels: int | None = None,
+        dilations: tuple[int, ...] = (1, 2, 4, 8),
+        kernel: int = 3,
+        max_len: int = 50,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__(num_items, dim, max_len)
+        channels = dim if channels is None else channels
+        dilations = tuple(int(d) for d in dilations)
+        if not dilations or min(dilations) < 1:
+            raise ValueError(f"dilations must be positive, got {dilations}")
+        if kernel < 2:
+            raise ValueError(f"kernel must be >= 2, got {kernel}")
+        self.builder_args = dict(
+            dim=dim,
+            channels=channels,
+            dilations=list(dilations),
+            kernel=kernel,
+            max_len=max_len,
+            dropout=dropout,
+        )
+        self.emb_drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            ResidualBlock(dim, channels, kernel, d, dropout) for d in dilations
+        )
+        self.ln_f = nn.LayerNorm(dim)
+
+    def forward_all(self, seq: torch.Tensor) -> torch.Tensor:
+        keep = timeline_mask(seq)  # [B, L, 1]
+        x = self.emb_drop(self.embed_items(seq)) * keep  # [B, L, D]
+        for block in self.blocks:
+            x = block(x, keep)
+        return self.ln_f(x)  # [B, L, D]
+
+
+def nextitnet(
+    num_items: int,
+    dim: int = 64,
+    channels: int | None = None,
+    dilations: tuple[int, ...] = (1, 2, 4, 8),
+    kernel: int = 3,
+    max_len: int = 50,
+    dropout: float = 0.2,
+) -> NextItNet:
+    """Build a NextItNet-style CNN student."""
+    return NextItNet(num_items, dim, channels, dilations, kernel, max_len, dropout)

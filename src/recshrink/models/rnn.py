@@ -1,0 +1,99 @@
+"""GRU and LSTM students (GRU4Rec-style) under the shared contract."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recshrink.models.base import SeqRecModel
+
+
+def left_to_right_index(seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather indices that move left padding to the right, and back.
+
+    Returns:
+        ``(to_right, to_left)``, both ``[B, L]``: ``seq.gather(1, to_right)`` is right-padded,
+        and ``x_right.gather(1, to_left)`` restores the original left-padded alignment.
+    """
+    b, l = seq.shape
+    n_pad = (seq == 0).sum(dim=1, keepdim=True)  # [B, 1]
+    ar = torch.arange(l, device=seq.device).unsqueeze(0)  # [1, L]
+    return (ar + n_pad) % l, (ar - n_pad) % l
+
+
+class RNNRec(SeqRecModel):
+    """A GRU or LSTM over the item sequence.
+
+    The recurrent layers run over the history with its padding moved to the end, so the state
+    starts from zero at the first real item and does not depend on the padded length.
+
+    Args:
+        num_items: Number of items N.
+        cell: ``"gru"`` or ``"lstm"``.
+        dim: Item-embedding and user-vector size D.
+        hidden: Recurrent hidden size (default ``dim``); projected back to D when different.
+        layers: Number of recurrent layers.
+        max_len: Longest history.
+        dropout: Dropout on embeddings and between layers.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        cell: str = "gru",
+        dim: int = 64,
+        hidden: int | None = None,
+        layers: int = 1,
+        max_len: int = 50,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__(num_items, dim, max_len)
+        if cell not in ("gru", "lstm"):
+            raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")
+        if layers < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        hidden = dim if hidden is None else hidden
+        self.arch = cell
+        self.builder_args = dict(
+            dim=dim, hidden=hidden, layers=layers, max_len=max_len, dropout=dropout
+        )
+        rnn_cls = nn.GRU if cell == "gru" else nn.LSTM
+        self.rnn = rnn_cls(
+            dim, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+        )
+        self.emb_drop = nn.Dropout(dropout)
+        self.out_drop = nn.Dropout(dropout)
+        self.proj = nn.Linear(hidden, dim) if hidden != dim else nn.Identity()
+
+    def forward_all(self, seq: torch.Tensor) -> torch.Tensor:
+        to_right, to_left = left_to_right_index(seq)  # [B, L]
+        x = self.emb_drop(self.embed_items(seq.gather(1, to_right)))  # [B, L, D] right-padded
+        h, _ = self.rnn(x)  # [B, L, H]
+        h = h.gather(1, to_left.unsqueeze(-1).expand(-1, -1, h.shape[-1]))  # [B, L, H] left-padded
+        return self.proj(self.out_drop(h))  # [B, L, D]
+
+
+def gru(
+    num_items: int,
+    dim: int = 64,
+    hidden: int | None = None,
+    layers: int = 1,
+    max_len: int = 50,
+    dropout: float = 0.2,
+) -> RNNRec:
+    """Build a GRU student."""
+    return RNNRec(num_items, "gru", dim, hidden, layers, max_len, dropout)
+
+
+def lstm(
+    num_items: int,
+    dim: int = 64,
+    hidden: int | None = None,
+    layers: int = 1,
+    max_len: int = 50,
+    dropout: float = 0.2,
+) -> RNNRec:
+    """Build an LSTM student."""
+    return RNNRec(num_items, "lstm", dim, hidden, layers, max_len, dropout)

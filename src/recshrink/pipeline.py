@@ -1,0 +1,219 @@
+"""The recipe pipeline: data -> teacher -> baselines -> evaluate -> report.json."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from recshrink import __version__
+from recshrink.data.dataset import InteractionData
+from recshrink.data.loaders import kcore_filter, load_data
+from recshrink.data.split import Split, leave_one_out
+from recshrink.data.synthetic import synthetic
+from recshrink.errors import DataError, RecshrinkError
+from recshrink.fsutil import write_json
+from recshrink.models import build_model
+from recshrink.models.base import SeqRecModel
+from recshrink.models.io import artifact_bytes, load_model, save_model
+from recshrink.recipe import DataSpec, EvalSpec, ModelSpec, Recipe
+from recshrink.train.evaluate import evaluate, model_scorer
+from recshrink.train.trainer import fit
+
+
+def load_dataset(spec: DataSpec) -> InteractionData:
+    """Load (and k-core filter) the data a :class:`DataSpec` describes.
+
+    Raises:
+        DataError: Missing or malformed files.
+    """
+    if spec.format == "synthetic":
+        data = synthetic(spec.synthetic)
+    else:
+        path = spec.resolve(spec.path)
+        options: dict = {}
+        if spec.name:
+            options["name"] = spec.name
+        if spec.format == "s3rec" and spec.attributes:
+            options["attributes"] = spec.resolve(spec.attributes)
+        elif spec.format == "recbole" and spec.item_path:
+            options["item_path"] = spec.resolve(spec.item_path)
+        elif spec.format == "csv":
+            options.update(spec.csv.model_dump())
+        if not path.exists():
+            hint = "" if Path(path).is_absolute() else (
+                " (relative data paths start at data.root, $RECSHRINK_DATA or ./data)"
+            )
+            raise DataError(path, f"no such file{hint}")
+        data = load_data(spec.format, path, **options)
+    if spec.kcore > 1:
+        data = kcore_filter(data, spec.kcore)
+    return data
+
+
+def dataset_entry(data: InteractionData) -> dict:
+    """The ``dataset`` block of report.json."""
+    return {**data.stats(), "fingerprint": data.fingerprint(), "source": data.source}
+
+
+def machine_entry(device: str = "cpu") -> dict:
+    """Where numbers were measured."""
+    out = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": device,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name()
+    return out
+
+
+def _round(obj):
+    if isinstance(obj, float):
+        return round(obj, 6)
+    if isinstance(obj, dict):
+        return {k: _round(v) for k, v in obj.items()}
+    return obj
+
+
+def model_entry(
+    model: SeqRecModel,
+    role: str,
+    artifact: Path,
+    metrics: dict,
+    *,
+    train: dict | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """One model's block in report.json."""
+    entry = {
+        "arch": model.arch,
+        "role": role,
+        "builder_args": dict(model.builder_args),
+        "params": model.num_params(),
+        "size_bytes": artifact_bytes(artifact),
+        "artifact": str(artifact),
+        "train_seconds": (train or {}).get("seconds"),
+        "metrics": _round(metrics),
+    }
+    if train:
+        entry["train"] = _round(train)
+    entry.update(extra or {})
+    return entry
+
+
+def check_compatible(model: SeqRecModel, data: InteractionData, where: str) -> None:
+    """Refuse a model whose catalogue does not match the data.
+
+    Raises:
+        RecshrinkError: Different item counts.
+    """
+    if model.num_items != data.num_items:
+        raise RecshrinkError(
+            f"{where}: model has {model.num_items} items but the data has {data.num_items}; "
+            "was it trained on other data?"
+        )
+
+
+def train_or_load(
+    spec: ModelSpec,
+    data: InteractionData,
+    split: Split,
+    out_dir: Path,
+    *,
+    max_len: int,
+    progress: bool = True,
+) -> tuple[SeqRecModel, dict]:
+    """Train the model a spec describes into ``out_dir`` (or load ``spec.load``).
+
+    Returns:
+        The model (best weights) and a training summary for the report.
+    """
+    if spec.load:
+        model, meta = load_model(spec.load)
+        check_compatible(model, data, spec.load)
+        save_model(model, out_dir, item_ids=meta.item_ids or data.item_ids,
+                   data_fingerprint=meta.data_fingerprint, steps=meta.steps,
+                   extra={"loaded_from": str(spec.load)})  # fmt: skip
+        return model, {"loaded_from": str(spec.load), "seconds": 0.0,
+                       "fingerprint_matches": meta.data_fingerprint in ("", data.fingerprint())}
+    cfg = spec.train
+    args = {"max_len": max_len, **spec.args}
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec.model, data.num_items, **args)
+    key = f"{spec.model}|{sorted(args.items())}|{data.fingerprint()}"
+    result = fit(model, split, cfg, out_dir / "work", item_attrs=data.item_attrs,
+                 run_key=key, progress=progress, desc=spec.label)  # fmt: skip
+    summary = {
+        "seconds": result.seconds,
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "loss": cfg.loss,
+        "valid_ndcg@10": result.best_valid.get("ndcg@10"),
+        "history": result.history,
+        "resumed_from": result.resumed_from,
+    }
+    if result.rank_digests:
+        summary["rank_digests"] = result.rank_digests
+    model.cpu()
+    save_model(model, out_dir, item_ids=data.item_ids, data_fingerprint=data.fingerprint(),
+               extra={"train": {k: v for k, v in summary.items() if k != "history"}})  # fmt: skip
+    return model, summary
+
+
+def test_metrics(model: SeqRecModel, data: InteractionData, split: Split, ev: EvalSpec) -> dict:
+    """Full-ranking metrics of ``model`` on the test split."""
+    return evaluate(model_scorer(model), split.test, data.item_attrs, ev.ks,
+                    ev.mask_history, ev.batch_size)  # fmt: skip
+
+
+def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True) -> dict:
+    """Run a validated recipe end to end and write ``OUT/report.json``.
+
+    Returns:
+        The report.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = load_dataset(recipe.data)
+    split = leave_one_out(data, recipe.data.max_len, recipe.data.shift_window)
+    report = {
+        "recshrink_version": __version__,
+        "recipe": recipe.name,
+        "seed": recipe.seed,
+        "machine": machine_entry(recipe.teacher.train.device),
+        "dataset": dataset_entry(data),
+        "protocol": {
+            "split": "leave-one-out", "ranking": "full", "max_len": recipe.data.max_len,
+            "mask_history": recipe.evaluate.mask_history, "ks": list(recipe.evaluate.ks),
+            "shift_window": recipe.data.shift_window,
+            "shift_cases": int((split.test.shift & split.test.known).sum()),
+            "stable_cases": int((~split.test.shift & split.test.known).sum()),
+        },  # fmt: skip
+        "teacher": recipe.teacher.label,
+        "models": {},
+    }
+    jobs = [("teacher", recipe.teacher, out / "teacher")] + [
+        ("baseline", b, out / "baselines" / b.label) for b in recipe.baselines
+    ]
+    teacher_ndcg = None
+    for role, spec, where in jobs:
+        model, summary = train_or_load(spec, data, split, where, max_len=recipe.data.max_len,
+                                       progress=progress)  # fmt: skip
+        metrics = test_metrics(model, data, split, recipe.evaluate)
+        extra = {}
+        if role == "teacher":
+            teacher_ndcg = metrics["ndcg@10"]
+        elif teacher_ndcg:
+            extra["retention"] = round(metrics["ndcg@10"] / teacher_ndcg, 4)
+        report["models"][spec.label] = model_entry(model, role, where, metrics, train=summary,
+                                                   extra=extra)  # fmt: skip
+        write_json(out / "report.json", report)
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    write_json(out / "report.json", report)
+    return report

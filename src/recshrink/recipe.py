@@ -1,0 +1,220 @@
+"""YAML recipes: schema, ``--set`` overrides and validation with key paths in every error."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from recshrink.data.synthetic import SyntheticConfig
+from recshrink.errors import RecipeError
+from recshrink.models import builder_names
+from recshrink.train.config import TrainConfig
+
+FORMATS = ("synthetic", "s3rec", "pairs", "recbole", "csv")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CsvSpec(_Strict):
+    """Column names of a CSV interaction file."""
+
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    time_col: str | None = None
+    category_col: str | None = None
+    sep: str = ","
+
+
+class DataSpec(_Strict):
+    """Where the interactions come from and how they are split.
+
+    Relative paths are resolved against ``root``, which defaults to the ``RECSHRINK_DATA``
+    environment variable, else ``./data``.
+    """
+
+    format: Literal["synthetic", "s3rec", "pairs", "recbole", "csv"] = "synthetic"
+    path: str | None = None
+    attributes: str | None = None
+    item_path: str | None = None
+    root: str | None = None
+    name: str | None = None
+    max_len: int = Field(50, ge=2)
+    kcore: int = Field(0, ge=0)
+    shift_window: int = Field(5, ge=1)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    csv: CsvSpec = Field(default_factory=CsvSpec)
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.format != "synthetic" and not self.path:
+            raise ValueError(f"format {self.format!r} needs a path")
+
+    def resolve(self, rel: str | None) -> Path | None:
+        """Resolve a data path against the data root."""
+        if rel is None:
+            return None
+        p = Path(os.path.expanduser(rel))
+        if p.is_absolute():
+            return p
+        root = self.root or os.environ.get("RECSHRINK_DATA") or "data"
+        return Path(root) / p
+
+
+class ModelSpec(_Strict):
+    """A model to train: builder or preset name, builder arguments, training settings.
+
+    ``load`` instead names a trained model (directory or ``.pt``) to use as it is.
+    """
+
+    name: str | None = None
+    model: str = "sasrec_large"
+    args: dict[str, Any] = Field(default_factory=dict)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    load: str | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in builder_names():
+            raise ValueError(f"unknown model {v!r}; allowed: {', '.join(builder_names())}")
+        return v
+
+    @property
+    def label(self) -> str:
+        return self.name or self.model
+
+
+class EvalSpec(_Strict):
+    """Evaluation protocol."""
+
+    ks: tuple[int, ...] = (5, 10, 20)
+    mask_history: bool = True
+    batch_size: int = Field(1024, ge=1)
+
+
+class Recipe(_Strict):
+    """A whole recipe. Stages run in order: data, teacher, baselines, evaluate, report."""
+
+    name: str = "recipe"
+    seed: int = 0
+    data: DataSpec = Field(default_factory=DataSpec)
+    teacher: ModelSpec = Field(default_factory=ModelSpec)
+    baselines: list[ModelSpec] = Field(default_factory=list)
+    evaluate: EvalSpec = Field(default_factory=EvalSpec)
+
+    def model_post_init(self, __context: Any) -> None:
+        labels = [self.teacher.label] + [b.label for b in self.baselines]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a raw recipe dict.
+
+    A numeric path component indexes a list (``baselines.0.train.epochs=3``).
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"--set {item!r}: expected KEY.PATH=VALUE")
+        key, value = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise RecipeError(f"--set {item!r}: empty key")
+        node: Any = raw
+        for i, part in enumerate(parts[:-1]):
+            where = ".".join(parts[: i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise RecipeError(f"--set {key}: {where} is not an index of the list")
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:
+                raise RecipeError(f"--set {key}: {'.'.join(parts[:i])} is not a mapping")
+        last = parts[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise RecipeError(f"--set {key}: {last} is not an index of the list")
+            node[int(last)] = _parse_value(value)
+        elif isinstance(node, dict):
+            node[last] = _parse_value(value)
+        else:
+            raise RecipeError(f"--set {key}: {'.'.join(parts[:-1])} is not a mapping")
+    return raw
+
+
+def _inject_seed(raw: dict) -> None:
+    """Use the recipe's ``seed`` for every model whose ``train.seed`` is not given."""
+    seed = raw.get("seed", 0)
+    specs = [raw.get("teacher")] + list(raw.get("baselines") or [])
+    for spec in specs:
+        if isinstance(spec, dict):
+            train = spec.setdefault("train", {})
+            if isinstance(train, dict):
+                train.setdefault("seed", seed)
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line: ``source: key.path: message`` for the first error (and a count of the rest)."""
+    errs = exc.errors()
+    first = errs[0]
+    loc = ".".join(str(x) for x in first["loc"] if x not in ("function-after", "tagged-union"))
+    msg = first["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (and {len(errs) - 1} more errors)" if len(errs) > 1 else ""
+    return f"{source}: {loc or '<root>'}: {msg}{more}"
+
+
+def parse_recipe(raw: Any, source: str = "<recipe>", overrides: tuple[str, ...] = ()) -> Recipe:
+    """Validate a raw recipe mapping (after applying overrides).
+
+    Raises:
+        RecipeError: The first invalid key, as ``source: key.path: message``.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe must be a YAML mapping, got {type(raw).__name__}")
+    raw = apply_overrides(raw, list(overrides))
+    _inject_seed(raw)
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(exc, source)) from None
+
+
+def load_recipe(path: str | Path, overrides: tuple[str, ...] = ()) -> Recipe:
+    """Read and validate a YAML recipe file.
+
+    Raises:
+        RecipeError: Missing file, YAML syntax error (with its line), or an invalid key.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(f"{p}: no such recipe file")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{p}{line}: invalid YAML: {problem}") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{p}: not a text file: {exc}") from None
+    return parse_recipe(raw, str(p), overrides)

@@ -1,0 +1,68 @@
+"""Training configuration."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field, field_validator
+from pydantic.dataclasses import dataclass
+
+
+@dataclass(config=ConfigDict(extra="forbid"))
+class TrainConfig:
+    """How to train a model (validated on construction).
+
+    Attributes:
+        epochs: Maximum number of epochs.
+        batch_size: Users per batch (each contributes every position of its sequence).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        loss: ``"ce"`` full softmax, ``"sampled"`` sampled softmax with shared negatives,
+            ``"bce"`` binary cross-entropy with one negative per position.
+        num_negatives: Shared negatives per batch for ``"sampled"``.
+        negatives: ``"uniform"`` or ``"popularity"`` sampling (popularity applies logQ correction).
+        patience: Stop after this many evaluations without a better validation NDCG@10.
+        eval_every: Evaluate on validation every this many epochs.
+        eval_batch_size: Users per scoring call in evaluation.
+        grad_clip: Clip the gradient norm to this value (0 = off).
+        seed: Random seed (weights, batches, negatives, dropout).
+        device: ``"cpu"`` or ``"cuda"`` (``"cuda:N"``).
+        threads: Torch CPU threads (None = torch's default).
+        ks: Metric cut-offs.
+        mask_history: Exclude history items when ranking.
+        max_minutes: Stop after the epoch that passes this wall-clock budget (None = no budget).
+    """
+
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    loss: Literal["ce", "sampled", "bce"] = "sampled"
+    num_negatives: int = Field(1024, ge=1)
+    negatives: Literal["uniform", "popularity"] = "uniform"
+    patience: int = Field(10, ge=1)
+    eval_every: int = Field(1, ge=1)
+    eval_batch_size: int = Field(1024, ge=1)
+    grad_clip: float = Field(0.0, ge=0)
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = Field(None, ge=1)
+    ks: tuple[int, ...] = (5, 10, 20)
+    mask_history: bool = True
+    max_minutes: float | None = Field(None, gt=0)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v != "cpu" and not v.startswith("cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {v!r}")
+        return v
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or min(v) < 1:
+            raise ValueError("ks must be a non-empty list of positive integers")
+        if 10 not in v:
+            raise ValueError("ks must include 10 (early stopping uses NDCG@10)")
+        return tuple(sorted(set(v)))

@@ -1,0 +1,294 @@
+"""The trainer: single process or torchrun/DDP, early stopping, resumable checkpoints.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) every rank draws the same batch order and takes its own
+share, gradients are averaged by DistributedDataParallel (gloo on CPU, NCCL on CUDA), and every
+rank evaluates the same validation set, so early-stopping decisions agree without messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from recshrink.data.split import Split, bucket_batches, training_pairs
+from recshrink.errors import RecshrinkError
+from recshrink.fsutil import atomic_path
+from recshrink.models.base import SeqRecModel
+from recshrink.train.config import TrainConfig
+from recshrink.train.evaluate import evaluate, model_scorer
+from recshrink.train.losses import bce_loss, full_softmax_ce, sample_negatives, sampled_softmax_ce
+
+LossFn = Callable[[SeqRecModel, dict], torch.Tensor]
+BatchHook = Callable[[dict], dict]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` did.
+
+    Attributes:
+        best_epoch: 1-based epoch of the best validation NDCG@10.
+        best_valid: Validation metrics of the best epoch.
+        epochs: Epochs run in total (resumed ones included).
+        seconds: Wall-clock training time of this call (evaluation included).
+        history: One entry per evaluated epoch.
+        resumed_from: Epoch the run resumed after (0 = fresh start).
+        rank_digests: Under DDP, a hash of the final weights of every rank.
+    """
+
+    best_epoch: int
+    best_valid: dict
+    epochs: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+    resumed_from: int = 0
+    rank_digests: list[str] = field(default_factory=list)
+
+
+def _dist() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return rank, world
+
+
+def item_popularity(train: list[np.ndarray], num_items: int) -> torch.Tensor:
+    """Training-split interaction counts per item id ``[N + 1]`` (index 0 = 0)."""
+    counts = np.bincount(np.concatenate(train) if train else np.zeros(0, np.int64),
+                         minlength=num_items + 1).astype(np.float64)
+    counts[0] = 0.0
+    return torch.from_numpy(counts)
+
+
+def next_item_loss(cfg: TrainConfig, popularity: torch.Tensor | None = None) -> LossFn:
+    """The ground-truth next-item loss chosen by ``cfg.loss`` at every non-padded position.
+
+    Batches carry ``inputs``, ``targets`` and, for sampled losses, ``negatives``.
+    """
+    log_q = None
+    if cfg.loss == "sampled" and cfg.negatives == "popularity":
+        if popularity is None:
+            raise ValueError("popularity sampling needs item popularity")
+        probs = (popularity + 1.0) / (popularity + 1.0).sum()
+        log_q = torch.log(probs * cfg.num_negatives).float()
+
+    def loss_fn(model: SeqRecModel, batch: dict) -> torch.Tensor:
+        tgt = batch["targets"]  # [B, L]
+        h = model.forward_all(batch["inputs"])  # [B, L, D]
+        sel = tgt > 0
+        hs, ts = h[sel], tgt[sel]  # [P, D], [P]
+        table = model.item_table()
+        if cfg.loss == "ce":
+            return full_softmax_ce(hs, ts, table)
+        if cfg.loss == "sampled":
+            lq = log_q.to(hs.device) if log_q is not None else None
+            return sampled_softmax_ce(hs, ts, table, batch["negatives"], lq)
+        return bce_loss(hs, ts, table, batch["negatives"][sel])
+
+    return loss_fn
+
+
+class _Step(nn.Module):
+    """The loss as a module, so that DistributedDataParallel sees one forward per step."""
+
+    def __init__(self, model: SeqRecModel, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.loss_fn(self.model, batch)
+
+
+def _state_digest(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _atomic_torch_save(obj: dict, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _atomic_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+
+
+def fit(
+    model: SeqRecModel,
+    split: Split,
+    cfg: TrainConfig,
+    work_dir: str | Path,
+    *,
+    item_attrs: list[frozenset[int]] | None = None,
+    loss_fn: LossFn | None = None,
+    batch_hook: BatchHook | None = None,
+    run_key: str = "",
+    progress: bool = True,
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``model`` on ``split.train`` with early stopping on validation NDCG@10.
+
+    The state after every epoch is written to ``work_dir/train_state.pt`` (tensors only, loaded
+    with ``weights_only=True``) and the best weights to ``work_dir/best.safetensors``; calling
+    ``fit`` again with the same ``run_key`` resumes after the last finished epoch and ends with
+    the same weights as an uninterrupted run. On return ``model`` holds the best weights.
+
+    Args:
+        model: Model to train (moved to ``cfg.device``).
+        split: Leave-one-out split.
+        cfg: Training configuration.
+        work_dir: Where checkpoints go.
+        item_attrs: Item attributes (interest F1 in validation metrics).
+        loss_fn: ``loss_fn(model, batch) -> scalar``; default :func:`next_item_loss`.
+        batch_hook: Adds entries to each batch before the loss (e.g. cached teacher outputs).
+        run_key: Identifies the run (config, data, model); a state with another key is ignored.
+        progress: Show a progress bar (rank 0 only).
+        desc: Progress-bar label.
+    """
+    rank, world = _dist()
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RecshrinkError("device 'cuda' requested but CUDA is not available")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    state_path, best_path = work / "train_state.pt", work / "best.safetensors"
+    key = hashlib.sha256(
+        (run_key + json.dumps(asdict(cfg), sort_keys=True, default=str) + str(world)).encode()
+    ).hexdigest()[:16]
+
+    model.to(device)
+    seqs = training_pairs(split.train, model.max_len)
+    if not seqs:
+        raise RecshrinkError("no user has 2 or more training items: nothing to train on")
+    popularity = item_popularity(split.train, model.num_items)
+    loss_fn = loss_fn or next_item_loss(cfg, popularity)
+    probs = None
+    if cfg.negatives == "popularity":
+        probs = ((popularity + 1.0) / (popularity + 1.0).sum()).float()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    start, best, best_epoch, bad, history = 0, -1.0, 0, 0, []
+    best_valid: dict = {}
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(cfg.seed)
+    if state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state.get("key") == key:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optim"])
+            start, best, best_epoch, bad = (
+                int(state["epoch"]), float(state["best"]), int(state["best_epoch"]),
+                int(state["bad"]),
+            )  # fmt: skip
+            history = json.loads(state["history"])
+            best_valid = json.loads(state["best_valid"])
+            torch.set_rng_state(state["rng"])
+            if best_path.exists():
+                best_state = {k: v.to(device) for k, v in load_file(str(best_path)).items()}
+    resumed_from = start
+
+    step: nn.Module = _Step(model, loss_fn)
+    if world > 1:
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        step = nn.parallel.DistributedDataParallel(
+            step, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    t0 = time.perf_counter()
+    done = bad >= cfg.patience or start >= cfg.epochs
+    bar = tqdm(total=cfg.epochs, initial=start, desc=desc, disable=not progress or rank != 0,
+               leave=False, dynamic_ncols=True)  # fmt: skip
+    epoch = start
+    while not done:
+        epoch += 1
+        rng = np.random.default_rng([cfg.seed, epoch])
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        batches = bucket_batches(seqs, cfg.batch_size, rng, rank, world)
+        model.train()
+        t_epoch, total, count = time.perf_counter(), 0.0, 0
+        for batch in batches:
+            if cfg.loss == "sampled":
+                batch["negatives"] = sample_negatives(model.num_items, cfg.num_negatives, gen, probs)
+            elif cfg.loss == "bce":
+                tgt = batch["targets"]
+                batch["negatives"] = sample_negatives(
+                    model.num_items, tgt.numel(), gen, probs
+                ).view_as(tgt)
+            if batch_hook is not None:
+                batch = batch_hook(batch)
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            loss = step(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            total += float(loss.detach())
+            count += 1
+        entry = {"epoch": epoch, "loss": round(total / max(1, count), 5),
+                 "seconds": round(time.perf_counter() - t_epoch, 2)}  # fmt: skip
+        out_of_time = cfg.max_minutes is not None and (
+            time.perf_counter() - t0 > 60.0 * cfg.max_minutes
+        )
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time:
+            valid = evaluate(model_scorer(model, device), split.valid, item_attrs, cfg.ks,
+                             cfg.mask_history, cfg.eval_batch_size)  # fmt: skip
+            ndcg = valid["ndcg@10"]
+            entry["valid_ndcg@10"] = round(ndcg, 5)
+            if ndcg > best:
+                best, best_epoch, bad, best_valid = ndcg, epoch, 0, valid
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if rank == 0:
+                    _atomic_safetensors(best_state, best_path)
+            else:
+                bad += 1
+        history.append(entry)
+        done = bad >= cfg.patience or epoch >= cfg.epochs or out_of_time
+        if rank == 0:
+            _atomic_torch_save(
+                {
+                    "key": key, "model": model.state_dict(), "optim": opt.state_dict(),
+                    "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
+                    "history": json.dumps(history), "best_valid": json.dumps(best_valid),
+                    "rng": torch.get_rng_state(),
+                },
+                state_path,
+            )  # fmt: skip
+        bar.update(1)
+        bar.set_postfix(loss=entry["loss"], ndcg10=f"{best:.4f}", best_ep=best_epoch)
+    bar.close()
+
+    model.load_state_dict(best_state)
+    digests: list[str] = []
+    if world > 1:
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, _state_digest(model))
+        digests = [str(d) for d in gathered]
+    return TrainResult(
+        best_epoch=best_epoch,
+        best_valid=best_valid,
+        epochs=epoch,
+        seconds=round(time.perf_counter() - t0, 2),
+        history=history,
+        resumed_from=resumed_from,
+        rank_digests=digests,
+    )

@@ -1,0 +1,285 @@
+"""Tests for recshrink.metrics; every expected value is computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from recshrink.metrics import (
+    MetricAccumulator,
+    interest_f1,
+    interest_shift_mask,
+    is_interest_shift,
+    mask_scores,
+    ranking_metrics,
+    target_ranks,
+)
+
+NEG = float("-inf")
+
+# Hand-made attribute table, index = item id (0 = padding).
+ATTRS = [
+    frozenset(),  # 0 padding
+    frozenset({10}),  # 1
+    frozenset({10, 11}),  # 2
+    frozenset({12}),  # 3
+    frozenset(),  # 4 (no attributes)
+    frozenset({11, 13}),  # 5
+]
+
+
+def test_mask_scores_masks_padding_and_history() -> None:
+    scores = torch.tensor(
+        [[9.0, 0.1, 0.2, 0.3, 0.4, 0.5], [9.0, 0.6, 0.7, 0.8, 0.9, 1.0]]
+    )  # [2, 6], N = 5
+    history = torch.tensor([[0, 2, 3], [0, 0, 5]])
+    out = mask_scores(scores, history)
+    expected = torch.tensor(
+        [[NEG, 0.1, NEG, NEG, 0.4, 0.5], [NEG, 0.6, 0.7, 0.8, 0.9, NEG]]
+    )
+    assert torch.equal(out, expected)
+    # Input is untouched.
+    assert scores[0, 0].item() == 9.0
+    assert scores[0, 2].item() == pytest.approx(0.2)
+
+    only_pad = mask_scores(scores, history, mask_history=False)
+    assert torch.equal(
+        only_pad[0], torch.tensor([NEG, 0.1, 0.2, 0.3, 0.4, 0.5])
+    )
+    assert torch.equal(only_pad[1], torch.tensor([NEG, 0.6, 0.7, 0.8, 0.9, 1.0]))
+
+    with pytest.raises(ValueError):
+        mask_scores(scores, torch.tensor([[6], [0]]))  # id 6 > N = 5
+
+
+def test_target_in_history_is_a_miss() -> None:
+    scores = torch.tensor([[0.0, 0.9, 0.8, 0.7, 0.6, 0.5]])  # [1, 6], N = 5
+    history = torch.tensor([[0, 1, 2]])
+    masked = mask_scores(scores, history)
+    ranks = target_ranks(masked, torch.tensor([1]))
+    assert ranks.tolist() == [5]  # rank N
+    m = ranking_metrics(ranks, ks=(5,))
+    assert m["hr@5"] == 0.0
+    assert m["ndcg@5"] == 0.0
+    assert m["mrr"] == pytest.approx(1 / 6)
+    # Item 3 is the best unmasked item -> rank 0.
+    assert target_ranks(masked, torch.tensor([3])).tolist() == [0]
+
+
+def test_target_ranks_ties_and_padding_column() -> None:
+    # Column 0 has the highest score but is never counted, even unmasked.
+    scores = torch.tensor([[9.0, 0.1, 0.5, 0.3, 0.5, 0.2]] * 4)  # [4, 6]
+    targets = torch.tensor([2, 4, 3, 1])
+    ranks = target_ranks(scores, targets)
+    assert ranks.dtype == torch.long
+    # 2 and 4 tie at 0.5 -> both rank 0; 0.3 is beaten by two 0.5s; 0.1 by four items.
+    assert ranks.tolist() == [0, 0, 2, 4]
+    with pytest.raises(ValueError):
+        target_ranks(scores, torch.tensor([0, 1, 1, 1]))
+
+
+def test_ranking_metrics_by_hand() -> None:
+    m = ranking_metrics(torch.tensor([0, 1, 7]), ks=(1, 5))
+    assert m["count"] == 3
+    assert isinstance(m["count"], int)
+    assert m["hr@1"] == pytest.approx(1 / 3)
+    assert m["hr@5"] == pytest.approx(2 / 3)
+    assert m["recall@5"] == pytest.approx(2 / 3)
+    assert m["ndcg@1"] == pytest.approx((1 + 0 + 0) / 3)
+    assert m["ndcg@5"] == pytest.approx((1 + 1 / math.log2(3) + 0) / 3)
+    assert m["precision@1"] == pytest.approx(1 / 3)
+    assert m["precision@5"] == pytest.approx((1 / 5 + 1 / 5 + 0) / 3)
+    assert m["f1@1"] == pytest.approx((1 + 0 + 0) / 3)
+    assert m["f1@5"] == pytest.approx((2 / 6 + 2 / 6 + 0) / 3)
+    assert m["mrr@1"] == pytest.approx(1 / 3)
+    assert m["mrr@5"] == pytest.approx((1 + 0.5 + 0) / 3)
+    assert m["mrr"] == pytest.approx((1 + 0.5 + 1 / 8) / 3)
+    expected_keys = {
+        f"{name}@{k}"
+        for name in ("hr", "ndcg", "precision", "recall", "f1", "mrr")
+        for k in (1, 5)
+    } | {"mrr", "count"}
+    assert set(m) == expected_keys
+
+
+def test_ranking_metrics_f1_matches_pr_formula() -> None:
+    # One hit at K=10: P = 1/10, R = 1 -> 2PR/(P+R) = 2/11.
+    m = ranking_metrics(np.array([3]), ks=(10,))
+    p, r = 1 / 10, 1.0
+    assert m["f1@10"] == pytest.approx(2 * p * r / (p + r))
+    assert m["f1@10"] == pytest.approx(2 / 11)
+    assert m["ndcg@10"] == pytest.approx(1 / math.log2(5))
+    assert m["mrr@10"] == pytest.approx(1 / 4)
+
+
+def test_ranking_metrics_empty_and_num_items() -> None:
+    m = ranking_metrics([], ks=(5,))
+    assert m["count"] == 0
+    assert all(v == 0 for v in m.values())
+    assert len(m) == 6 + 2
+    assert ranking_metrics([4], ks=(5,), num_items=4)["hr@5"] == 1.0
+    with pytest.raises(ValueError):
+        ranking_metrics([5], ks=(5,), num_items=4)
+
+
+def test_end_to_end_pipeline() -> None:
+    scores = torch.tensor(
+        [
+            [5.0, 0.9, 0.1, 0.8, 0.7],  # history {1}; target 3 -> rank 0
+            [5.0, 0.2, 0.9, 0.4, 0.4],  # history {}; target 4 ties 3 -> rank 1
+            [5.0, 0.3, 0.2, 0.1, 0.9],  # history {4}; target 4 -> masked, rank 4
+        ]
+    )  # [3, 5], N = 4
+    history = torch.tensor([[0, 1], [0, 0], [0, 4]])
+    targets = torch.tensor([3, 4, 4])
+    ranks = target_ranks(mask_scores(scores, history), targets)
+    assert ranks.tolist() == [0, 1, 4]
+    m = ranking_metrics(ranks, ks=(1, 2))
+    assert m["hr@1"] == pytest.approx(1 / 3)
+    assert m["hr@2"] == pytest.approx(2 / 3)
+    assert m["ndcg@2"] == pytest.approx((1 + 1 / math.log2(3) + 0) / 3)
+    assert m["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 5) / 3)
+
+
+def test_interest_f1_by_hand() -> None:
+    topk = torch.tensor([[1, 3], [4, 4], [2, 5], [1, 2]])
+    targets = torch.tensor([2, 5, 5, 4])
+    out = interest_f1(topk, targets, ATTRS)
+    # user0: A={10,12}, T={10,11}: P=1/2, R=1/2, F=1/2
+    # user1: A={},      T={11,13}: P=0,   R=0,   F=0
+    # user2: A={10,11,13}, T={11,13}: P=2/3, R=1, F=4/5
+    # user3: target 4 has no attributes -> excluded
+    assert out["interest_count"] == 3
+    assert out["interest_precision@2"] == pytest.approx((1 / 2 + 0 + 2 / 3) / 3)
+    assert out["interest_recall@2"] == pytest.approx((1 / 2 + 0 + 1) / 3)
+    assert out["interest_f1@2"] == pytest.approx((1 / 2 + 0 + 4 / 5) / 3)
+    assert set(out) == {
+        "interest_precision@2",
+        "interest_recall@2",
+        "interest_f1@2",
+        "interest_count",
+    }
+
+
+def test_interest_f1_no_valid_users() -> None:
+    out = interest_f1(np.array([[1, 2]]), np.array([4]), ATTRS)
+    assert out == {
+        "interest_precision@2": 0.0,
+        "interest_recall@2": 0.0,
+        "interest_f1@2": 0.0,
+        "interest_count": 0,
+    }
+
+
+def test_is_interest_shift_cases() -> None:
+    # Recent {10} | {12} vs target {11, 13}: disjoint -> shift.
+    assert is_interest_shift([0, 0, 1, 3], 5, ATTRS) is True
+    # Recent {10, 12} vs target {10, 11}: overlap -> stable.
+    assert is_interest_shift([0, 1, 3], 2, ATTRS) is False
+    # Target without attributes -> unknown.
+    assert is_interest_shift([0, 1, 3], 4, ATTRS) is None
+    # Window items without attributes -> unknown.
+    assert is_interest_shift([0, 0, 4], 2, ATTRS) is None
+    assert is_interest_shift([0, 0, 0], 2, ATTRS) is None
+    # Window: last 2 items are [3, 3] -> {12}, disjoint with {11, 13}.
+    assert is_interest_shift([2, 3, 3], 5, ATTRS, window=2) is True
+    # Window 3 includes item 2 ({10, 11}) -> overlap on 11.
+    assert is_interest_shift([2, 3, 3], 5, ATTRS, window=3) is False
+    # Zeros inside the history are skipped: last 2 real items are [2, 3].
+    assert is_interest_shift(torch.tensor([2, 0, 3]), 5, ATTRS, window=2) is False
+    with pytest.raises(ValueError):
+        is_interest_shift([1], 2, ATTRS, window=0)
+
+
+def test_interest_shift_mask() -> None:
+    histories = torch.tensor([[0, 1, 3], [0, 1, 3], [0, 0, 4]])
+    targets = torch.tensor([5, 2, 2])
+    shift, known = interest_shift_mask(histories, targets, ATTRS)
+    assert shift.dtype == np.bool_ and known.dtype == np.bool_
+    assert shift.tolist() == [True, False, False]
+    assert known.tolist() == [True, True, False]
+    stable = known & ~shift
+    assert stable.tolist() == [False, True, False]
+
+
+def test_accumulator_groups_and_interest() -> None:
+    acc = MetricAccumulator(ks=(1, 2), item_attrs=ATTRS)
+    acc.update(
+        torch.tensor([0, 1]),
+        topk_ids=torch.tensor([[1, 3], [4, 4]]),
+        targets=torch.tensor([2, 5]),
+        groups={"shift": np.array([True, False])},
+    )
+    acc.update(
+        np.array([3]),
+        topk_ids=np.array([[2, 5]]),
+        targets=np.array([5]),
+        groups={"shift": np.array([False]), "stable": np.array([True])},
+    )
+    res = acc.result()
+    # All users: ranks [0, 1, 3].
+    assert res["count"] == 3
+    assert res["hr@1"] == pytest.approx(1 / 3)
+    assert res["hr@2"] == pytest.approx(2 / 3)
+    assert res["ndcg@2"] == pytest.approx((1 + 1 / math.log2(3) + 0) / 3)
+    assert res["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 4) / 3)
+    # Interest @1 (first column only):
+    # user0 A={10} T={10,11}: P=1 R=1/2 F=2/3; user1 A={} T={11,13}: 0;
+    # user2 A={10,11} T={11,13}: P=1/2 R=1/2 F=1/2.
+    assert res["interest_precision@1"] == pytest.approx((1 + 0 + 1 / 2) / 3)
+    assert res["interest_recall@1"] == pytest.approx((1 / 2 + 0 + 1 / 2) / 3)
+    assert res["interest_f1@1"] == pytest.approx((2 / 3 + 0 + 1 / 2) / 3)
+    # Interest @2: same as test_interest_f1_by_hand users 0..2.
+    assert res["interest_precision@2"] == pytest.approx((1 / 2 + 0 + 2 / 3) / 3)
+    assert res["interest_recall@2"] == pytest.approx((1 / 2 + 0 + 1) / 3)
+    assert res["interest_f1@2"] == pytest.approx((1 / 2 + 0 + 4 / 5) / 3)
+    assert res["interest_count"] == 3
+
+    # Group "shift": user0 only (rank 0).
+    shift = res["shift"]
+    assert shift["count"] == 1
+    assert shift["hr@1"] == 1.0
+    assert shift["mrr"] == 1.0
+    assert shift["interest_f1@1"] == pytest.approx(2 / 3)
+    assert shift["interest_precision@2"] == pytest.approx(1 / 2)
+    assert shift["interest_count"] == 1
+    # Group "stable" first appears in batch 2: only user2 (rank 3).
+    stable = res["stable"]
+    assert stable["count"] == 1
+    assert stable["hr@2"] == 0.0
+    assert stable["mrr"] == pytest.approx(1 / 4)
+    assert stable["interest_precision@2"] == pytest.approx(2 / 3)
+    assert stable["interest_f1@2"] == pytest.approx(4 / 5)
+
+
+def test_accumulator_without_interest_and_errors() -> None:
+    acc = MetricAccumulator(ks=(5,))
+    empty = acc.result()
+    assert empty["count"] == 0
+    assert empty["hr@5"] == 0.0
+    acc.update([0, 9])
+    acc.update(torch.tensor([2]), groups={"g": [False]})
+    res = acc.result()
+    assert res["count"] == 3
+    assert res["hr@5"] == pytest.approx(2 / 3)
+    assert res["ndcg@5"] == pytest.approx((1 + 0 + 1 / math.log2(4)) / 3)
+    assert "interest_count" not in res
+    # Group with no users -> zeros.
+    assert res["g"]["count"] == 0
+    assert res["g"]["hr@5"] == 0.0
+    with pytest.raises(ValueError):
+        acc.update([1], groups={"g": [True, False]})  # wrong length
+    assert acc.result()["count"] == 3  # failed update left no trace
+
+    acc2 = MetricAccumulator(ks=(1,), item_attrs=ATTRS)
+    acc2.update([0], topk_ids=[[2]], targets=[2])
+    assert acc2.result()["interest_f1@1"] == 1.0
+    with pytest.raises(ValueError):
+        acc2.update([0])  # topk_ids missing after having been given
+    with pytest.raises(ValueError):
+        MetricAccumulator(ks=(1, 3), item_attrs=ATTRS).update(
+            [0], topk_ids=[[1, 2]], targets=[2]
+        )  # needs max(ks) = 3 columns
