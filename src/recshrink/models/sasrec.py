@@ -149,11 +149,11 @@ def sasrec(
     return SASRec(num_items, dim, layers, heads, max_len, dropout, ffn_dim)
 
 
-def sasrec_base(num_items: int, max_len: int = 50, dropout: float = 0.2) -> SASRec:
-    """SASRec d64, 2 layers, 2 heads."""
-    return sasrec(num_items, dim=64, layers=2, heads=2, max_len=max_len, dropout=dropout)
+def sasrec_base(num_items: int, **overrides) -> SASRec:
+    """SASRec d64, 2 layers, 2 heads (``overrides`` replace any :func:`sasrec` argument)."""
+    return sasrec(num_items, **{"dim": 64, "layers": 2, "heads": 2, "dropout": 0.2, **overrides})
 
 
-def sasrec_large(num_items: int, max_len: int = 50, dropout: float = 0.5, layers: int = 2) -> SASRec:
-    """SASRec d256, 2 layers, 4 heads: the default "large interest model" teacher."""
-    return sasrec(num_items, dim=256, layers=layers, heads=4, max_len=max_len, dropout=dropout)
+def sasrec_large(num_items: int, **overrides) -> SASRec:
+    """SASRec d256, 2 layers, 4 heads, dropout 0.5: the default "large interest model" teacher."""
+    return sasrec(num_items, **{"dim": 256, "layers": 2, "heads": 4, "dropout": 0.5, **overrides})

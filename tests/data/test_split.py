@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+import torch
+
+from recshrink.data.dataset import InteractionData
+from recshrink.data.split import bucket_batches, leave_one_out, pad_left, training_pairs
+from recshrink.data.synthetic import SyntheticConfig, synthetic
+from recshrink.errors import DataError
+
+
+def _data(seqs, attrs=None):
+    n = max(max(s) for s in seqs)
+    return InteractionData(
+        name="t", sequences=[np.array(s, dtype=np.int64) for s in seqs],
+        user_ids=[str(i) for i in range(len(seqs))], item_ids=[str(i + 1) for i in range(n)],
+        item_attrs=attrs, source="t.txt",
+    )
+
+
+def test_pad_left():
+    out = pad_left([np.array([1, 2, 3]), np.array([4]), np.array([], dtype=np.int64)], 2)
+    assert out.tolist() == [[2, 3], [0, 4], [0, 0]]
+
+
+def test_leave_one_out():
+    d = _data([[1, 2, 3, 4, 5], [6, 7], [2, 3, 4]])
+    sp = leave_one_out(d, max_len=3)
+    assert [s.tolist() for s in sp.train] == [[1, 2, 3], [6, 7], [2]]
+    assert sp.valid.targets.tolist() == [4, 3] and sp.test.targets.tolist() == [5, 4]
+    assert sp.valid.histories.tolist() == [[1, 2, 3], [0, 0, 2]]
+    assert sp.test.histories.tolist() == [[2, 3, 4], [0, 2, 3]]
+    assert sp.test.users.tolist() == [0, 2]
+    assert not sp.test.known.any()  # no attributes, no ground truth
+    assert [s.tolist() for s in training_pairs(sp.train, 2)] == [[1, 2, 3], [6, 7]]
+
+
+def test_shift_from_attributes():
+    attrs = [frozenset(), frozenset({0}), frozenset({0}), frozenset({1}), frozenset()]
+    d = _data([[1, 2, 1, 3], [1, 2, 1, 2], [1, 2, 1, 4]], attrs)
+    sp = leave_one_out(d, max_len=5, shift_window=2)
+    assert sp.test.shift.tolist() == [True, False, False]
+    assert sp.test.known.tolist() == [True, True, False]
+
+
+def test_no_eval_users():
+    with pytest.raises(DataError, match="t.txt: no user has 3 or more items"):
+        leave_one_out(_data([[1, 2], [3]]), 5)
+
+
+def test_bucket_batches_cover_everything_once():
+    seqs = [np.arange(1, n + 2) for n in [1, 5, 2, 5, 3, 1, 4]]
+    batches = bucket_batches(seqs, 3, np.random.default_rng(0))
+    seen = sorted(i for b in batches for i in b["index"].tolist())
+    assert seen == list(range(7))
+    for b in batches:
+        assert b["inputs"].shape == b["targets"].shape
+        width = b["inputs"].shape[1]
+        assert width == max(len(seqs[i]) - 1 for i in b["index"].tolist())
+        for row, i in enumerate(b["index"].tolist()):
+            s = seqs[i]
+            assert b["inputs"][row, width - len(s) + 1 :].tolist() == s[:-1].tolist()
+            assert b["targets"][row, width - len(s) + 1 :].tolist() == s[1:].tolist()
+    # two ranks: disjoint halves with the same number of batches
+    r0 = bucket_batches(seqs, 2, np.random.default_rng(1), 0, 2)
+    r1 = bucket_batches(seqs, 2, np.random.default_rng(1), 1, 2)
+    assert len(r0) == len(r1) == 2
+    i0 = {i for b in r0 for i in b["index"].tolist()}
+    i1 = {i for b in r1 for i in b["index"].tolist()}
+    assert not i0 & i1
+
+
+def test_synthetic_is_deterministic_and_records_shift():
+    cfg = SyntheticConfig(users=300, items=100, categories=10, seed=3)
+    a, b = synthetic(cfg), synthetic(cfg)
+    assert all(np.array_equal(x, y) for x, y in zip(a.sequences, b.sequences))
+    assert a.fingerprint() == b.fingerprint()
+    assert a.num_users == 300 and a.num_items == 100
+    lengths = [len(s) for s in a.sequences]
+    assert min(lengths) >= cfg.min_len and max(lengths) <= cfg.max_len
+    assert all(s.min() >= 1 and s.max() <= 100 for s in a.sequences)
+    # about test_shift_frac of users shift at the test step, and a shift changes category
+    assert 0.2 < a.shift.mean() < 0.4
+    cat = lambda i: next(iter(a.item_attrs[i]))  # noqa: E731
+    for s, sh in zip(a.sequences, a.shift):
+        if sh:
+            assert cat(s[-1]) != cat(s[-2])
+    sp = leave_one_out(a, 20)
+    assert sp.test.known.all() and np.array_equal(sp.test.shift, a.shift)
+    assert synthetic(SyntheticConfig(users=300, items=100, categories=10, seed=4)).fingerprint() \
+        != a.fingerprint()
+
+
+def test_synthetic_config_validation():
+    with pytest.raises(ValueError, match="min_len"):
+        SyntheticConfig(min_len=2)
+    with pytest.raises(ValueError):
+        SyntheticConfig(items=5, categories=10)

@@ -1,0 +1,86 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from recshrink.data.split import leave_one_out
+from recshrink.data.synthetic import SyntheticConfig, synthetic
+from recshrink.models import build_model
+from recshrink.train import TrainConfig, evaluate, fit, model_scorer
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    data = synthetic(SyntheticConfig(users=300, items=60, categories=6, max_len=15, seed=1))
+    return data, leave_one_out(data, 15)
+
+
+@pytest.mark.parametrize("loss", ["ce", "sampled", "bce"])
+def test_training_learns(tiny, tmp_path, loss):
+    data, split = tiny
+    torch.manual_seed(0)
+    model = build_model("sasrec", data.num_items, dim=16, layers=1, heads=2, max_len=15)
+    before = evaluate(model_scorer(model), split.valid)["ndcg@10"]
+    cfg = TrainConfig(epochs=6, batch_size=32, lr=5e-3, loss=loss, num_negatives=20, patience=6)
+    res = fit(model, split, cfg, tmp_path, progress=False)
+    after = evaluate(model_scorer(model), split.valid)["ndcg@10"]
+    assert res.best_valid["ndcg@10"] == pytest.approx(after)
+    assert after > before + 0.05
+    assert 1 <= res.best_epoch <= res.epochs == 6
+    assert (tmp_path / "best.safetensors").exists() and (tmp_path / "train_state.pt").exists()
+
+
+def test_resume_matches_uninterrupted(tiny, tmp_path):
+    data, split = tiny
+    cfg = TrainConfig(epochs=4, batch_size=32, num_negatives=20, patience=10)
+
+    def run(work, hook=None):
+        torch.manual_seed(0)
+        model = build_model("gru", data.num_items, dim=12, max_len=15)
+        res = fit(model, split, cfg, work, batch_hook=hook, progress=False, run_key="k")
+        return model, res
+
+    full, _ = run(tmp_path / "a")
+
+    calls = {"n": 0}
+    n_batches = -(-sum(1 for s in split.train if len(s) >= 2) // 32)
+
+    def interrupt(batch):
+        calls["n"] += 1
+        if calls["n"] > 2 * n_batches + 1:  # in the middle of epoch 3
+            raise KeyboardInterrupt
+        return batch
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", interrupt)
+    resumed, res = run(tmp_path / "b")
+    assert res.resumed_from == 2 and res.epochs == 4
+    for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_early_stopping_and_budget(tiny, tmp_path):
+    data, split = tiny
+    torch.manual_seed(0)
+    model = build_model("gru", data.num_items, dim=8, max_len=15)
+    res = fit(model, split, TrainConfig(epochs=50, lr=1e-6, patience=2, num_negatives=8),
+              tmp_path / "a", progress=False)
+    assert res.epochs < 50 and res.epochs - res.best_epoch == 2
+    res = fit(model, split, TrainConfig(epochs=50, max_minutes=1e-6, num_negatives=8),
+              tmp_path / "b", progress=False)
+    assert res.epochs == 1
+
+
+def test_ddp_two_processes_identical_weights(tmp_path):
+    worker = Path(__file__).with_name("_ddp_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_port=29533", str(worker), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads((tmp_path / "digests.json").read_text())
+    assert out["epochs"] == 2
+    assert len(out["digests"]) == 2 and out["digests"][0] == out["digests"][1]
