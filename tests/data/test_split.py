@@ -34,6 +34,13 @@ def test_leave_one_out():
     assert [s.tolist() for s in training_pairs(sp.train, 2)] == [[1, 2, 3], [6, 7]]
 
 
+def test_training_windows_cover_every_transition_once():
+    wins = training_pairs([np.arange(1, 9), np.array([5])], 3)
+    assert [w.tolist() for w in wins] == [[5, 6, 7, 8], [2, 3, 4, 5], [1, 2]]
+    pairs = sorted((int(a), int(b)) for w in wins for a, b in zip(w[:-1], w[1:]))
+    assert pairs == [(i, i + 1) for i in range(1, 8)]
+
+
 def test_shift_from_attributes():
     attrs = [frozenset(), frozenset({0}), frozenset({0}), frozenset({1}), frozenset()]
     d = _data([[1, 2, 1, 3], [1, 2, 1, 2], [1, 2, 1, 4]], attrs)

@@ -106,11 +106,20 @@ def leave_one_out(data: InteractionData, max_len: int = 50, shift_window: int = 
 
 
 def training_pairs(train: list[np.ndarray], max_len: int) -> list[np.ndarray]:
-    """Per-user training sequences of at least 2 items, truncated to their last ``max_len + 1``.
+    """Per-user training windows of at most ``max_len + 1`` items (at least 2).
 
-    Each returned sequence ``s`` gives inputs ``s[:-1]`` and next-item targets ``s[1:]``.
+    Each returned sequence ``s`` gives inputs ``s[:-1]`` and next-item targets ``s[1:]``. A
+    sequence longer than ``max_len + 1`` is cut from its end into windows that overlap by one
+    item, so every next-item transition is a target exactly once.
     """
-    return [s[-(max_len + 1) :] for s in train if len(s) >= 2]
+    out = []
+    for s in train:
+        end = len(s)
+        while end >= 2:
+            start = max(0, end - max_len - 1)
+            out.append(s[start:end])
+            end = start + 1
+    return out
 
 
 def bucket_batches(
