@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import click
@@ -34,11 +35,35 @@ class _Group(click.Group):
             sys.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
+        except OSError as exc:  # a path the user gave cannot be written or read
+            if os.environ.get("RECSHRINK_DEBUG") or exc.filename is None:
+                raise
+            click.echo(f"error: {exc.filename}: {exc.strerror or exc}", err=True)
+            sys.exit(2)
         except Exception as exc:  # an internal error: one line unless debugging
             if os.environ.get("RECSHRINK_DEBUG"):
                 traceback.print_exc()
             click.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
             sys.exit(1)
+
+
+def _check_out(path: Path, kind: str) -> None:
+    """Refuse an output path that cannot become a ``kind`` ("dir" or "file") before any work.
+
+    Raises:
+        RecshrinkError: ``path`` (or a parent) exists with the wrong type.
+    """
+    if path.exists():
+        if kind == "dir" and not path.is_dir():
+            raise RecshrinkError(f"{path}: exists and is not a directory")
+        if kind == "file" and path.is_dir():
+            raise RecshrinkError(f"{path}: is a directory, expected a file name")
+        return
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RecshrinkError(f"{path}: {parent} is not a directory")
+            return
 
 
 def _data_options(f):
@@ -103,6 +128,8 @@ def _print_metrics(name: str, m: dict) -> None:
 @click.version_option(__version__, prog_name="recshrink")
 def main() -> None:
     """recshrink: compress large sequential interest models into small, fast recommenders."""
+    # torch warns about the pickle protocol of a refused .pt; the refusal is the one line we print
+    warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
 
 
 @main.group(cls=_Group)
@@ -167,6 +194,7 @@ def train(model_name, out, args, epochs, batch_size, lr, weight_decay, loss, num
         )  # fmt: skip
     except ValidationError as exc:
         raise RecshrinkError(format_validation_error(exc, "options")) from None
+    _check_out(out, "dir")
     dspec = _data_spec(**kw)
     ds = load_dataset(dspec)
     split = leave_one_out(ds, dspec.max_len, dspec.shift_window)
@@ -199,6 +227,8 @@ def evaluate_cmd(model_path, which, out, **kw) -> None:
     from recshrink.pipeline import check_compatible, dataset_entry, load_dataset
     from recshrink.train.evaluate import evaluate, model_scorer
 
+    if out:
+        _check_out(out, "file")
     model, meta = load_model(model_path)
     dspec = _data_spec(**kw)
     ds = load_dataset(dspec)
@@ -225,6 +255,7 @@ def run(recipe_path, out, overrides, progress) -> None:
     from recshrink.recipe import load_recipe
 
     recipe = load_recipe(recipe_path, tuple(overrides))
+    _check_out(out, "dir")
     report = run_recipe(recipe, out, progress=progress)
     for name, entry in report["models"].items():
         _print_metrics(f"{name} [{entry['role']}, {entry['params']:,} params]", entry["metrics"])

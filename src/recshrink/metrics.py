@@ -481,3 +481,14 @@ class MetricAccumulator:
         for name, parts in self._groups.items():
             out[name] = self._summarize(np.concatenate(parts))
         return out
+
+
+def topk_overlap(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean fraction of shared items between two top-K id lists ``[B, K]`` (order ignored)."""
+    if a.shape != b.shape:
+        raise ValueError(f"top-k lists differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    if a.numel() == 0:
+        return 0.0
+    k = a.shape[1]
+    shared = (a.unsqueeze(-1) == b.unsqueeze(-2)).any(-1).sum(-1).float()  # [B]
+    return float((shared / k).mean())

@@ -6,12 +6,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+)  # fmt: skip
 
 from recshrink.data.synthetic import SyntheticConfig
-from recshrink.errors import RecipeError
-from recshrink.models import builder_names
+from recshrink.errors import RecipeError, RecshrinkError
+from recshrink.models import build_model, builder_names
 from recshrink.train.config import TrainConfig
 
 FORMATS = ("synthetic", "s3rec", "pairs", "recbole", "csv")
@@ -84,6 +87,20 @@ class ModelSpec(_Strict):
             raise ValueError(f"unknown model {v!r}; allowed: {', '.join(builder_names())}")
         return v
 
+    @field_validator("args")
+    @classmethod
+    def _buildable(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # catch bad builder arguments before any work starts (a weightless build on "meta")
+        model = info.data.get("model")
+        if model is None:
+            return v
+        try:
+            with torch.device("meta"):
+                build_model(model, 1, **v)
+        except RecshrinkError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
     @property
     def label(self) -> str:
         return self.name or self.model
@@ -95,6 +112,15 @@ class EvalSpec(_Strict):
     ks: tuple[int, ...] = (5, 10, 20)
     mask_history: bool = True
     batch_size: int = Field(1024, ge=1)
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or min(v) < 1:
+            raise ValueError("ks must be a non-empty list of positive integers")
+        if 10 not in v:
+            raise ValueError("ks must include 10 (reports compare models by NDCG@10)")
+        return tuple(sorted(set(v)))
 
 
 class Recipe(_Strict):
@@ -159,6 +185,8 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
 def _inject_seed(raw: dict) -> None:
     """Use the recipe's ``seed`` for every model whose ``train.seed`` is not given."""
     seed = raw.get("seed", 0)
+    if "teacher" not in raw:
+        raw["teacher"] = {}  # the default teacher gets the recipe seed too
     specs = [raw.get("teacher")] + list(raw.get("baselines") or [])
     for spec in specs:
         if isinstance(spec, dict):
@@ -175,7 +203,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     msg = first["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    if first["type"] == "extra_forbidden":
+    if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         msg = "unknown key"
     more = f" (and {len(errs) - 1} more errors)" if len(errs) > 1 else ""
     return f"{source}: {loc or '<root>'}: {msg}{more}"
@@ -206,6 +234,8 @@ def load_recipe(path: str | Path, overrides: tuple[str, ...] = ()) -> Recipe:
         RecipeError: Missing file, YAML syntax error (with its line), or an invalid key.
     """
     p = Path(path)
+    if p.is_dir():
+        raise RecipeError(f"{p}: is a directory, expected a recipe file")
     if not p.is_file():
         raise RecipeError(f"{p}: no such recipe file")
     try:

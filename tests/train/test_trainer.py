@@ -48,7 +48,7 @@ def test_resume_matches_uninterrupted(tiny, tmp_path):
     calls = {"n": 0}
     n_batches = -(-sum(1 for s in split.train if len(s) >= 2) // 32)
 
-    def interrupt(batch):
+    def interrupt(batch, gen):
         calls["n"] += 1
         if calls["n"] > 2 * n_batches + 1:  # in the middle of epoch 3
             raise KeyboardInterrupt

@@ -31,7 +31,7 @@ from recshrink.train.evaluate import evaluate, model_scorer
 from recshrink.train.losses import bce_loss, full_softmax_ce, sample_negatives, sampled_softmax_ce
 
 LossFn = Callable[[SeqRecModel, dict], torch.Tensor]
-BatchHook = Callable[[dict], dict]
+BatchHook = Callable[[dict, torch.Generator], dict]
 
 
 @dataclass
@@ -71,10 +71,14 @@ def item_popularity(train: list[np.ndarray], num_items: int) -> torch.Tensor:
     return torch.from_numpy(counts)
 
 
-def next_item_loss(cfg: TrainConfig, popularity: torch.Tensor | None = None) -> LossFn:
-    """The ground-truth next-item loss chosen by ``cfg.loss`` at every non-padded position.
+def ground_truth_loss(
+    cfg: TrainConfig, popularity: torch.Tensor | None = None
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor, dict, torch.Tensor], torch.Tensor]:
+    """The next-item loss chosen by ``cfg.loss`` on already selected positions.
 
-    Batches carry ``inputs``, ``targets`` and, for sampled losses, ``negatives``.
+    Returns:
+        ``fn(hs [P, D], ts [P], table [N + 1, D], batch, sel [B, L]) -> scalar``; sampled losses
+        read ``batch["negatives"]``.
     """
     log_q = None
     if cfg.loss == "sampled" and cfg.negatives == "popularity":
@@ -83,18 +87,30 @@ def next_item_loss(cfg: TrainConfig, popularity: torch.Tensor | None = None) -> 
         probs = (popularity + 1.0) / (popularity + 1.0).sum()
         log_q = torch.log(probs * cfg.num_negatives).float()
 
-    def loss_fn(model: SeqRecModel, batch: dict) -> torch.Tensor:
-        tgt = batch["targets"]  # [B, L]
-        h = model.forward_all(batch["inputs"])  # [B, L, D]
-        sel = tgt > 0
-        hs, ts = h[sel], tgt[sel]  # [P, D], [P]
-        table = model.item_table()
+    def gt(hs: torch.Tensor, ts: torch.Tensor, table: torch.Tensor, batch: dict,
+           sel: torch.Tensor) -> torch.Tensor:  # fmt: skip
         if cfg.loss == "ce":
             return full_softmax_ce(hs, ts, table)
         if cfg.loss == "sampled":
             lq = log_q.to(hs.device) if log_q is not None else None
             return sampled_softmax_ce(hs, ts, table, batch["negatives"], lq)
         return bce_loss(hs, ts, table, batch["negatives"][sel])
+
+    return gt
+
+
+def next_item_loss(cfg: TrainConfig, popularity: torch.Tensor | None = None) -> LossFn:
+    """The ground-truth next-item loss chosen by ``cfg.loss`` at every non-padded position.
+
+    Batches carry ``inputs``, ``targets`` and, for sampled losses, ``negatives``.
+    """
+    gt = ground_truth_loss(cfg, popularity)
+
+    def loss_fn(model: SeqRecModel, batch: dict) -> torch.Tensor:
+        tgt = batch["targets"]  # [B, L]
+        h = model.forward_all(batch["inputs"])  # [B, L, D]
+        sel = tgt > 0
+        return gt(h[sel], tgt[sel], model.item_table(), batch, sel)  # h[sel]: [P, D]
 
     return loss_fn
 
@@ -156,7 +172,8 @@ def fit(
         work_dir: Where checkpoints go.
         item_attrs: Item attributes (interest F1 in validation metrics).
         loss_fn: ``loss_fn(model, batch) -> scalar``; default :func:`next_item_loss`.
-        batch_hook: Adds entries to each batch before the loss (e.g. cached teacher outputs).
+        batch_hook: ``hook(batch, generator) -> batch`` adds entries before the loss (e.g. cached
+            teacher outputs); ``generator`` is the epoch's seeded random generator.
         run_key: Identifies the run (config, data, model); a state with another key is ignored.
         progress: Show a progress bar (rank 0 only).
         desc: Progress-bar label.
@@ -183,7 +200,8 @@ def fit(
     probs = None
     if cfg.negatives == "popularity":
         probs = ((popularity + 1.0) / (popularity + 1.0).sum()).float()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    core = _Step(model, loss_fn)  # a loss that is an nn.Module trains its own parameters too
+    opt = torch.optim.AdamW(core.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     start, best, best_epoch, bad, history = 0, -1.0, 0, 0, []
     best_valid: dict = {}
@@ -193,6 +211,8 @@ def fit(
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         if state.get("key") == key:
             model.load_state_dict(state["model"])
+            if isinstance(loss_fn, nn.Module):
+                loss_fn.load_state_dict(state["aux"])
             opt.load_state_dict(state["optim"])
             start, best, best_epoch, bad = (
                 int(state["epoch"]), float(state["best"]), int(state["best_epoch"]),
@@ -205,7 +225,7 @@ def fit(
                 best_state = {k: v.to(device) for k, v in load_file(str(best_path)).items()}
     resumed_from = start
 
-    step: nn.Module = _Step(model, loss_fn)
+    step: nn.Module = core
     if world > 1:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -234,13 +254,13 @@ def fit(
                     model.num_items, tgt.numel(), gen, probs
                 ).view_as(tgt)
             if batch_hook is not None:
-                batch = batch_hook(batch)
+                batch = batch_hook(batch, gen)
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             loss = step(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(core.parameters(), cfg.grad_clip)
             opt.step()
             total += float(loss.detach())
             count += 1
@@ -267,6 +287,7 @@ def fit(
             _atomic_torch_save(
                 {
                     "key": key, "model": model.state_dict(), "optim": opt.state_dict(),
+                    "aux": loss_fn.state_dict() if isinstance(loss_fn, nn.Module) else {},
                     "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
                     "history": json.dumps(history), "best_valid": json.dumps(best_valid),
                     "rng": torch.get_rng_state(),

@@ -1,0 +1,373 @@
+"""Cross-architecture knowledge distillation: a transformer teacher into GRU/LSTM/CNN students.
+
+The teacher runs once over every training window; its user vector and top-M items with their
+logits at every position are cached on disk (keyed by teacher weights, data and settings) and
+reused by every student and every epoch, so a student trains at the cost of training alone.
+
+Losses (each with a weight, combinable):
+
+- ground truth: the trainer's next-item loss (full, sampled softmax or BCE);
+- logit KD: KL(teacher || student) of the softmax at temperature T over the teacher's top-M
+  items plus shared sampled negatives (``kd_scope="topm"``; teacher logits of the negatives come
+  from the cached teacher vectors), or over the whole catalogue (``kd_scope="full"``);
+- ranking KD (Tang & Wang, KDD 2018): the teacher's top-K items as positives weighted by
+  ``exp(-rank / lambda)``, each against the shared negatives;
+- representation alignment: a learned projection of the student's user vector to the teacher's,
+  MSE or cosine, at every position or at the last one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from recshrink.data.split import Split, pad_left, training_pairs
+from recshrink.fsutil import atomic_path
+from recshrink.models.base import SeqRecModel
+from recshrink.train.config import TrainConfig
+from recshrink.train.losses import sample_negatives
+from recshrink.train.trainer import TrainResult, fit, ground_truth_loss, item_popularity
+
+
+@dataclass(config=ConfigDict(extra="forbid"))
+class DistillConfig:
+    """Which distillation losses to use and how (validated on construction).
+
+    Attributes:
+        gt_weight: Weight of the ground-truth next-item loss.
+        kd_weight: Weight of logit KD.
+        temperature: Softmax temperature T of logit KD (the loss is scaled by T^2).
+        kd_scope: ``"topm"`` (teacher top-M + shared negatives) or ``"full"`` (all items).
+        top_m: Teacher items cached per position.
+        kd_negatives: Shared negatives per batch for ``"topm"`` KD and ranking KD.
+        rank_weight: Weight of ranking distillation.
+        rank_k: Teacher top-K items used as weighted positives.
+        rank_lambda: Position-weight decay: weight of rank r is ``exp(-r / rank_lambda)``.
+        align_weight: Weight of representation alignment.
+        align: ``"cosine"`` or ``"mse"``.
+        align_positions: ``"all"`` positions or only the ``"last"`` one.
+        init_items: Student item table from the teacher's: ``"none"``, ``"pca"`` (project to the
+            student's width) or ``"shared"`` (copy; widths must match).
+    """
+
+    gt_weight: float = Field(0.1, ge=0)
+    kd_weight: float = Field(0.9, ge=0)
+    temperature: float = Field(1.0, gt=0)
+    kd_scope: Literal["topm", "full"] = "topm"
+    top_m: int = Field(100, ge=1)
+    kd_negatives: int = Field(1024, ge=1)
+    rank_weight: float = Field(0.0, ge=0)
+    rank_k: int = Field(10, ge=1)
+    rank_lambda: float = Field(5.0, gt=0)
+    align_weight: float = Field(0.0, ge=0)
+    align: Literal["cosine", "mse"] = "cosine"
+    align_positions: Literal["all", "last"] = "all"
+    init_items: Literal["none", "pca", "shared"] = "none"
+
+    def __post_init__(self) -> None:
+        if self.gt_weight + self.kd_weight + self.rank_weight + self.align_weight <= 0:
+            raise ValueError("at least one loss weight must be positive")
+        if self.rank_weight > 0 and self.rank_k > self.top_m:
+            raise ValueError(f"rank_k ({self.rank_k}) must be <= top_m ({self.top_m})")
+
+    def losses(self) -> list[str]:
+        """Names of the losses in use (for reports)."""
+        names = [("ground_truth", self.gt_weight), ("logit_kd", self.kd_weight),
+                 ("ranking_kd", self.rank_weight), ("alignment", self.align_weight)]  # fmt: skip
+        out = [n for n, w in names if w > 0]
+        if self.init_items != "none":
+            out.append(f"init_items_{self.init_items}")
+        return out
+
+
+# -- losses (pure functions, unit-tested against hand computations) -----------------------------
+
+
+def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` averaged over rows ``[P, C]``.
+
+    ``-inf`` teacher logits (excluded candidates) contribute nothing.
+    """
+    log_ps = F.log_softmax(student_logits / t, dim=-1)
+    log_pt = F.log_softmax(teacher_logits / t, dim=-1)
+    pt = log_pt.exp()
+    term = torch.where(pt > 0, pt * (log_pt - log_ps), torch.zeros_like(pt))
+    return term.sum(-1).mean() * t * t
+
+
+def rank_weights(k: int, lam: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Position weights ``exp(-r / lam)`` for ranks r = 0..k-1, normalised to sum to 1."""
+    w = torch.exp(-torch.arange(k, dtype=torch.float32, device=device) / lam)
+    return w / w.sum()
+
+
+def ranking_kd(pos_logits: torch.Tensor, neg_logits: torch.Tensor, weights: torch.Tensor
+               ) -> torch.Tensor:  # fmt: skip
+    """Teacher top-K items as weighted positives, each in a softmax against shared negatives.
+
+    Args:
+        pos_logits: ``[P, K]`` student logits of the teacher's top-K items.
+        neg_logits: ``[P, S]`` student logits of the shared negatives.
+        weights: ``[K]`` position weights summing to 1.
+    """
+    lse_neg = torch.logsumexp(neg_logits, dim=-1, keepdim=True)  # [P, 1]
+    per = torch.logaddexp(pos_logits, lse_neg) - pos_logits  # [P, K] = -log softmax of each pos
+    return (per * weights).sum(-1).mean()
+
+
+def alignment(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
+    """MSE or ``1 - cosine`` between projected student vectors and teacher vectors ``[P, Dt]``."""
+    if kind == "mse":
+        return F.mse_loss(student, teacher)
+    return (1.0 - F.cosine_similarity(student, teacher, dim=-1)).mean()
+
+
+# -- teacher cache ------------------------------------------------------------------------------
+
+
+def _digest(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _windows_digest(windows: list[np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for w in windows:
+        h.update(np.asarray(w, np.int64).tobytes())
+        h.update(b"|")
+    return h.hexdigest()[:16]
+
+
+def window_offsets(windows: list[np.ndarray]) -> np.ndarray:
+    """Start of each window's positions in the flat cache (``[W + 1]``, positions = len - 1)."""
+    return np.concatenate([[0], np.cumsum([len(w) - 1 for w in windows])]).astype(np.int64)
+
+
+@torch.inference_mode()
+def build_teacher_cache(
+    teacher: SeqRecModel,
+    windows: list[np.ndarray],
+    top_m: int,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Run the teacher over every training window once.
+
+    Returns:
+        ``{"vectors": [P, Dt] fp16, "top_ids": [P, M] int32, "top_logits": [P, M] fp16,
+        "offsets": [W + 1] int64}`` where P is the number of training positions; row
+        ``offsets[w] + j`` belongs to input position j of window w.
+    """
+    teacher.eval().to(device)
+    offsets = window_offsets(windows)
+    total = int(offsets[-1])
+    m = min(top_m, teacher.num_items)
+    vectors = torch.zeros(total, teacher.dim, dtype=torch.float16)
+    top_ids = torch.zeros(total, m, dtype=torch.int32)
+    top_logits = torch.zeros(total, m, dtype=torch.float16)
+    order = np.argsort([len(w) for w in windows], kind="stable")
+    for i in range(0, len(order), batch_size):
+        rows = order[i : i + batch_size]
+        width = max(len(windows[r]) - 1 for r in rows)
+        inp = torch.from_numpy(pad_left([windows[r][:-1] for r in rows], width)).to(device)
+        h = teacher.forward_all(inp)[inp > 0]  # [P_b, Dt], row-major = window order
+        dest = torch.from_numpy(np.concatenate([np.arange(offsets[r], offsets[r + 1]) for r in rows]))
+        vals, ids = torch.topk(teacher.score_vectors(h), m, dim=-1)  # [P_b, M]
+        vectors[dest] = h.cpu().half()
+        top_ids[dest] = ids.cpu().int()
+        top_logits[dest] = vals.cpu().half()
+    return {"vectors": vectors, "top_ids": top_ids, "top_logits": top_logits,
+            "offsets": torch.from_numpy(offsets)}  # fmt: skip
+
+
+def teacher_cache(
+    teacher: SeqRecModel,
+    windows: list[np.ndarray],
+    top_m: int,
+    cache_dir: str | Path | None,
+    device: str | torch.device = "cpu",
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """Load the teacher cache from ``cache_dir`` or build (and store) it.
+
+    Returns:
+        The cache and whether it was loaded from disk.
+    """
+    key = hashlib.sha256(
+        f"{_digest(teacher)}|{_windows_digest(windows)}|{top_m}".encode()
+    ).hexdigest()[:20]
+    path = Path(cache_dir) / f"teacher-{key}.safetensors" if cache_dir else None
+    if path is not None and path.exists():
+        return load_file(str(path)), True
+    cache = build_teacher_cache(teacher, windows, top_m, device=device)
+    if path is not None:
+        with atomic_path(path) as tmp:
+            save_file({k: v.contiguous() for k, v in cache.items()}, str(tmp))
+    return cache, False
+
+
+def cache_batch_hook(cache: dict[str, torch.Tensor], num_items: int, negatives: int):
+    """A trainer batch hook adding the cached teacher outputs of the batch's positions.
+
+    Adds ``t_vec [P, Dt]``, ``t_ids [P, M]``, ``t_logits [P, M]`` (P = positions with a target,
+    row-major, as ``h[targets > 0]``) and ``kd_negatives [S]`` drawn from the epoch generator.
+    """
+    offsets = cache["offsets"]
+
+    def hook(batch: dict, gen: torch.Generator) -> dict:
+        tgt = batch["targets"]  # [B, L]
+        width = tgt.shape[1]
+        n = (tgt > 0).sum(1)  # [B] positions per row (targets are left-padded)
+        col = torch.arange(width).unsqueeze(0)  # [1, L]
+        start = (width - n).unsqueeze(1)  # [B, 1]
+        flat = offsets[batch["index"]].unsqueeze(1) + (col - start)  # [B, L]
+        rows = flat[tgt > 0]  # [P]
+        batch["t_vec"] = cache["vectors"][rows].float()
+        batch["t_ids"] = cache["top_ids"][rows].long()
+        batch["t_logits"] = cache["top_logits"][rows].float()
+        batch["kd_negatives"] = sample_negatives(num_items, negatives, gen)
+        return batch
+
+    return hook
+
+
+class DistillLoss(nn.Module):
+    """The combined distillation loss; owns the alignment projection (trained with the student).
+
+    Args:
+        cfg: Distillation settings.
+        train_cfg: The student's training settings (ground-truth loss).
+        teacher_table: Teacher item table ``[N + 1, Dt]`` (frozen).
+        student_dim: Student width Ds.
+        popularity: Item counts (for popularity-sampled ground truth).
+    """
+
+    def __init__(self, cfg: DistillConfig, train_cfg: TrainConfig, teacher_table: torch.Tensor,
+                 student_dim: int, popularity: torch.Tensor | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.cfg = cfg
+        self.gt = ground_truth_loss(train_cfg, popularity)
+        self.register_buffer("teacher_table", teacher_table.detach().float().clone())
+        tdim = teacher_table.shape[1]
+        self.proj = nn.Linear(student_dim, tdim) if cfg.align_weight > 0 else None
+
+    def forward(self, model: SeqRecModel, batch: dict) -> torch.Tensor:
+        c = self.cfg
+        tgt = batch["targets"]  # [B, L]
+        h = model.forward_all(batch["inputs"])  # [B, L, Ds]
+        sel = tgt > 0
+        hs, ts = h[sel], tgt[sel]  # [P, Ds], [P]
+        table = model.item_table()  # [N+1, Ds]
+        loss = hs.new_zeros(())
+        if c.gt_weight > 0:
+            loss = loss + c.gt_weight * self.gt(hs, ts, table, batch, sel)
+        if c.kd_weight > 0 or c.rank_weight > 0:
+            negs = batch["kd_negatives"]  # [S]
+            s_neg = hs @ table[negs].t()  # [P, S]
+            t_ids = batch["t_ids"]  # [P, M]
+        if c.kd_weight > 0:
+            if c.kd_scope == "full":
+                s_all = hs @ table[1:].t()  # [P, N]
+                t_all = batch["t_vec"] @ self.teacher_table[1:].t()  # [P, N]
+            else:
+                s_top = torch.einsum("pd,pmd->pm", hs, table[t_ids])  # [P, M]
+                t_neg = batch["t_vec"] @ self.teacher_table[negs].t()  # [P, S]
+                s_all = torch.cat([s_top, s_neg], dim=-1)
+                t_all = torch.cat([batch["t_logits"], t_neg], dim=-1)
+            loss = loss + c.kd_weight * kd_kl(s_all, t_all, c.temperature)
+        if c.rank_weight > 0:
+            k_ids = t_ids[:, : c.rank_k]  # [P, K]
+            s_pos = torch.einsum("pd,pkd->pk", hs, table[k_ids])
+            w = rank_weights(c.rank_k, c.rank_lambda, hs.device)
+            loss = loss + c.rank_weight * ranking_kd(s_pos, s_neg, w)
+        if c.align_weight > 0:
+            sv, tv = self.proj(hs), batch["t_vec"]  # [P, Dt]
+            if c.align_positions == "last":
+                last = torch.cumsum(sel.sum(1), 0) - 1  # the last real position of each row
+                sv, tv = sv[last], tv[last]
+            loss = loss + c.align_weight * alignment(sv, tv, c.align)
+        return loss
+
+
+def init_items_from_teacher(student: SeqRecModel, teacher: SeqRecModel, mode: str) -> None:
+    """Initialise the student's item table from the teacher's (``"pca"`` or ``"shared"``).
+
+    ``"pca"`` projects the centred teacher table on its top principal directions and rescales it
+    to the student's initial row norm.
+    """
+    if mode == "none":
+        return
+    src = teacher.item_table().detach().float()  # [N+1, Dt]
+    ds = student.dim
+    if mode == "shared":
+        if src.shape[1] != ds:
+            raise ValueError(f"init_items 'shared' needs equal widths ({src.shape[1]} vs {ds})")
+        new = src.clone()
+    else:
+        x = src[1:] - src[1:].mean(0, keepdim=True)
+        if ds > min(x.shape):
+            raise ValueError(f"init_items 'pca' needs student dim <= {min(x.shape)}")
+        _, _, v = torch.linalg.svd(x, full_matrices=False)
+        proj = x @ v[:ds].t()  # [N, Ds]
+        cur = student.item_table().detach()[1:].norm(dim=-1).mean()
+        proj = proj * (cur / proj.norm(dim=-1).mean().clamp_min(1e-8))
+        new = torch.cat([torch.zeros(1, ds), proj], dim=0)
+    with torch.no_grad():
+        student.item_emb.weight.copy_(new)
+        student.item_emb.weight[0].zero_()
+
+
+def distill(
+    teacher: SeqRecModel,
+    student: SeqRecModel,
+    split: Split,
+    train_cfg: TrainConfig,
+    cfg: DistillConfig,
+    work_dir: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    item_attrs: list[frozenset[int]] | None = None,
+    run_key: str = "",
+    progress: bool = True,
+    desc: str = "distill",
+) -> tuple[TrainResult, dict]:
+    """Distil ``teacher`` into ``student`` on ``split`` (early stopping on validation NDCG@10).
+
+    Returns:
+        The trainer's result and a summary (losses, cache reuse, cache seconds).
+    """
+    if teacher.num_items != student.num_items:
+        raise ValueError("teacher and student must share the item catalogue")
+    t0 = time.perf_counter()
+    windows = training_pairs(split.train, student.max_len)
+    cache, reused = teacher_cache(teacher, windows, cfg.top_m, cache_dir, train_cfg.device)
+    cache_seconds = time.perf_counter() - t0
+    init_items_from_teacher(student, teacher, cfg.init_items)
+    loss = DistillLoss(cfg, train_cfg, teacher.item_table(), student.dim,
+                       item_popularity(split.train, student.num_items))  # fmt: skip
+    hook = cache_batch_hook(cache, student.num_items, cfg.kd_negatives)
+    key = f"distill|{run_key}|{_digest(teacher)}|{cfg}"
+    result = fit(student, split, train_cfg, work_dir, item_attrs=item_attrs, loss_fn=loss,
+                 batch_hook=hook, run_key=key, progress=progress, desc=desc)  # fmt: skip
+    summary = {"losses": cfg.losses(), "cache_reused": reused,
+               "cache_seconds": round(cache_seconds, 2), "cache_positions": int(cache["offsets"][-1])}  # fmt: skip
+    return result, summary
+
+
+__all__ = [
+    "DistillConfig", "DistillLoss", "alignment", "build_teacher_cache", "cache_batch_hook",
+    "distill", "init_items_from_teacher", "kd_kl", "rank_weights", "ranking_kd", "teacher_cache",
+    "window_offsets",
+]  # fmt: skip
