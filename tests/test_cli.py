@@ -48,7 +48,7 @@ def invoke(*args: str):
 
 
 def assert_user_error(result, *needles: str) -> str:
-    """Exit 2, exactly one printed line (stdout and stderr together), ``error: ...``, no traceback."""
+    """Exit 2, one printed line (stdout and stderr together) ``error: ...``, no traceback."""
     out = result.output
     assert result.exit_code == 2, out
     assert isinstance(result.exception, SystemExit), result.exception
@@ -342,3 +342,14 @@ def test_process_refuses_plain_pickle(tmp_path, data_file):
     proc = run_cli("evaluate", "--model", "evil.pt", "--data", data_file, cwd=tmp_path)
     assert_process_user_error(proc, "evil.pt", "refused")
     assert not marker.exists()
+
+
+def test_unreadable_path_is_a_user_error(monkeypatch, data_file):
+    import recshrink.pipeline
+
+    def denied(spec):
+        raise PermissionError(13, "Permission denied", spec.path)
+
+    monkeypatch.setattr(recshrink.pipeline, "load_dataset", denied)
+    monkeypatch.delenv("RECSHRINK_DEBUG", raising=False)
+    assert_user_error(invoke("data", "stats", "--data", data_file), "tiny.txt", "Permission denied")

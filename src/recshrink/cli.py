@@ -35,12 +35,11 @@ class _Group(click.Group):
             sys.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
-        except OSError as exc:  # a path the user gave cannot be written or read
-            if os.environ.get("RECSHRINK_DEBUG") or exc.filename is None:
-                raise
-            click.echo(f"error: {exc.filename}: {exc.strerror or exc}", err=True)
-            sys.exit(2)
         except Exception as exc:  # an internal error: one line unless debugging
+            if isinstance(exc, OSError) and exc.filename and not os.environ.get("RECSHRINK_DEBUG"):
+                # a path the user gave cannot be read or written (permissions, disk full, ...)
+                click.echo(f"error: {exc.filename}: {exc.strerror or exc}", err=True)
+                sys.exit(2)
             if os.environ.get("RECSHRINK_DEBUG"):
                 traceback.print_exc()
             click.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)

@@ -15,10 +15,12 @@ from recshrink.data.split import Split, leave_one_out
 from recshrink.data.synthetic import synthetic
 from recshrink.errors import DataError, RecshrinkError
 from recshrink.fsutil import write_json
+from recshrink.metrics import topk_overlap
 from recshrink.models import build_model
 from recshrink.models.base import SeqRecModel
 from recshrink.models.io import artifact_bytes, load_model, save_model
-from recshrink.recipe import DataSpec, EvalSpec, ModelSpec, Recipe
+from recshrink.compress.distill import distill
+from recshrink.recipe import DataSpec, EvalSpec, ModelSpec, Recipe, StudentSpec
 from recshrink.train.evaluate import evaluate, model_scorer
 from recshrink.train.trainer import fit
 
@@ -165,10 +167,66 @@ def train_or_load(
     return model, summary
 
 
+def distill_student(
+    spec: StudentSpec,
+    teacher: SeqRecModel,
+    teacher_label: str,
+    data: InteractionData,
+    split: Split,
+    out_dir: Path,
+    *,
+    max_len: int,
+    cache_dir: Path | None,
+    progress: bool = True,
+) -> tuple[SeqRecModel, dict]:
+    """Distil ``teacher`` into the student a spec describes; the model goes to ``out_dir``.
+
+    Returns:
+        The student (best weights) and a summary for the report.
+    """
+    cfg = spec.train
+    args = {"max_len": max_len, **spec.args}
+    torch.manual_seed(cfg.seed)
+    student = build_model(spec.model, data.num_items, **args)
+    key = f"{spec.model}|{sorted(args.items())}|{data.fingerprint()}"
+    result, info = distill(teacher, student, split, cfg, spec.distill, out_dir / "work",
+                           cache_dir=cache_dir, item_attrs=data.item_attrs, run_key=key,
+                           progress=progress, desc=spec.label)  # fmt: skip
+    summary = {
+        "seconds": result.seconds + info["cache_seconds"] * (not info["cache_reused"]),
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "loss": cfg.loss,
+        "valid_ndcg@10": result.best_valid.get("ndcg@10"),
+        "history": result.history,
+        "resumed_from": result.resumed_from,
+        **info,
+    }
+    step = {"type": "distill", "teacher": teacher_label, "losses": info["losses"],
+            "config": dict(vars(spec.distill))}  # fmt: skip
+    student.cpu()
+    save_model(student, out_dir, item_ids=data.item_ids, data_fingerprint=data.fingerprint(),
+               steps=[step], extra={"train": {k: v for k, v in summary.items() if k != "history"}})
+    return student, summary
+
+
 def test_metrics(model: SeqRecModel, data: InteractionData, split: Split, ev: EvalSpec) -> dict:
     """Full-ranking metrics of ``model`` on the test split."""
     return evaluate(model_scorer(model), split.test, data.item_attrs, ev.ks,
                     ev.mask_history, ev.batch_size)  # fmt: skip
+
+
+def _agreement(model: SeqRecModel, teacher: SeqRecModel, split: Split, batch: int = 1024) -> float:
+    """Top-10 overlap with the teacher on the test histories (history not masked)."""
+    hist = torch.from_numpy(split.test.histories)
+    total = 0.0
+    model.eval()
+    teacher.eval()
+    with torch.inference_mode():
+        for i in range(0, len(hist), batch):
+            h = hist[i : i + batch]
+            total += topk_overlap(model.recommend(h, 10)[1], teacher.recommend(h, 10)[1]) * len(h)
+    return round(total / max(1, len(hist)), 4)
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True) -> dict:
@@ -201,16 +259,37 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True) -> di
     jobs = [("teacher", recipe.teacher, out / "teacher")] + [
         ("baseline", b, out / "baselines" / b.label) for b in recipe.baselines
     ]
-    teacher_ndcg = None
+    jobs += [("student", s, out / "students" / s.label) for s in recipe.students]
+    teacher, teacher_ndcg = None, None
+    baseline_by_model: dict[str, str] = {}
     for role, spec, where in jobs:
-        model, summary = train_or_load(spec, data, split, where, max_len=recipe.data.max_len,
-                                       progress=progress)  # fmt: skip
+        if role == "student":
+            model, summary = distill_student(spec, teacher, recipe.teacher.label, data, split,
+                                             where, max_len=recipe.data.max_len,
+                                             cache_dir=out / "cache", progress=progress)  # fmt: skip
+        else:
+            model, summary = train_or_load(spec, data, split, where, max_len=recipe.data.max_len,
+                                           progress=progress)  # fmt: skip
         metrics = test_metrics(model, data, split, recipe.evaluate)
-        extra = {}
+        extra: dict = {}
         if role == "teacher":
-            teacher_ndcg = metrics["ndcg@10"]
+            teacher, teacher_ndcg = model, metrics["ndcg@10"]
         elif teacher_ndcg:
             extra["retention"] = round(metrics["ndcg@10"] / teacher_ndcg, 4)
+            extra["params_ratio"] = round(model.num_params() / teacher.num_params(), 4)
+        if role == "baseline":
+            baseline_by_model.setdefault(spec.model, spec.label)
+        if role == "student":
+            extra["teacher"] = recipe.teacher.label
+            extra["losses"] = summary["losses"]
+            extra["steps"] = [{"type": "distill", "teacher": recipe.teacher.label,
+                               "losses": summary["losses"]}]  # fmt: skip
+            base = baseline_by_model.get(spec.model)
+            if base:
+                base_ndcg = report["models"][base]["metrics"]["ndcg@10"]
+                extra["baseline"] = base
+                extra["vs_baseline"] = round(metrics["ndcg@10"] / max(base_ndcg, 1e-12), 4)
+        extra["agreement@10"] = _agreement(model, teacher, split) if role != "teacher" else 1.0
         report["models"][spec.label] = model_entry(model, role, where, metrics, train=summary,
                                                    extra=extra)  # fmt: skip
         write_json(out / "report.json", report)

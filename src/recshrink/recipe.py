@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
 )  # fmt: skip
 
+from recshrink.compress.distill import DistillConfig
 from recshrink.data.synthetic import SyntheticConfig
 from recshrink.errors import RecipeError, RecshrinkError
 from recshrink.models import build_model, builder_names
@@ -106,6 +107,13 @@ class ModelSpec(_Strict):
         return self.name or self.model
 
 
+class StudentSpec(ModelSpec):
+    """A student distilled from the teacher: a model spec plus distillation settings."""
+
+    model: str = "gru_small"
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+
+
 class EvalSpec(_Strict):
     """Evaluation protocol."""
 
@@ -124,17 +132,19 @@ class EvalSpec(_Strict):
 
 
 class Recipe(_Strict):
-    """A whole recipe. Stages run in order: data, teacher, baselines, evaluate, report."""
+    """A whole recipe. Stages run in order: data, teacher, baselines, students (distillation),
+    evaluate, report."""
 
     name: str = "recipe"
     seed: int = 0
     data: DataSpec = Field(default_factory=DataSpec)
     teacher: ModelSpec = Field(default_factory=ModelSpec)
     baselines: list[ModelSpec] = Field(default_factory=list)
+    students: list[StudentSpec] = Field(default_factory=list)
     evaluate: EvalSpec = Field(default_factory=EvalSpec)
 
     def model_post_init(self, __context: Any) -> None:
-        labels = [self.teacher.label] + [b.label for b in self.baselines]
+        labels = [self.teacher.label] + [b.label for b in self.baselines + self.students]
         dupes = sorted({x for x in labels if labels.count(x) > 1})
         if dupes:
             raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
@@ -187,7 +197,8 @@ def _inject_seed(raw: dict) -> None:
     seed = raw.get("seed", 0)
     if "teacher" not in raw:
         raw["teacher"] = {}  # the default teacher gets the recipe seed too
-    specs = [raw.get("teacher")] + list(raw.get("baselines") or [])
+    specs = [raw.get("teacher")]
+    specs += list(raw.get("baselines") or []) + list(raw.get("students") or [])
     for spec in specs:
         if isinstance(spec, dict):
             train = spec.setdefault("train", {})

@@ -101,8 +101,9 @@ def _load_state(model: SeqRecModel, state: dict[str, torch.Tensor], where: str) 
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise RecshrinkError(f"{where}: weights do not match the config: {first}") from None
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else "unknown mismatch"
+        raise RecshrinkError(f"{where}: weights do not match the config: {detail[:300]}") from None
 
 
 def load_model(path: str | Path) -> tuple[SeqRecModel, ModelMeta]:
@@ -161,14 +162,21 @@ def load_model(path: str | Path) -> tuple[SeqRecModel, ModelMeta]:
         raise RecshrinkError(f"{p}: unknown model format (expected a model directory or .pt)")
     if not isinstance(cfg, dict) or "arch" not in cfg or "num_items" not in cfg:
         raise RecshrinkError(f"{p}: model config needs 'arch' and 'num_items'")
-    args = dict(cfg.get("builder_args", {}))
-    model = _build(str(cfg["arch"]), int(cfg["num_items"]), args, str(p))
+    args = cfg.get("builder_args", {})
+    if not isinstance(args, dict):
+        raise RecshrinkError(f"{p}: model config 'builder_args' must be a mapping")
+    try:
+        num_items = int(cfg["num_items"])
+    except (TypeError, ValueError):
+        raise RecshrinkError(f"{p}: model config 'num_items' must be an integer") from None
+    args = dict(args)
+    model = _build(str(cfg["arch"]), num_items, args, str(p))
     _load_state(model, state, str(p))
     model.eval()
     meta = ModelMeta(
         arch=str(cfg["arch"]),
         builder_args=args,
-        num_items=int(cfg["num_items"]),
+        num_items=num_items,
         item_ids=item_ids,
         data_fingerprint=str(cfg.get("data_fingerprint", "")),
         steps=list(cfg.get("steps", [])),
