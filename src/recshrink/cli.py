@@ -10,7 +10,6 @@ import json
 import os
 import sys
 import traceback
-import warnings
 from pathlib import Path
 
 import click
@@ -127,8 +126,6 @@ def _print_metrics(name: str, m: dict) -> None:
 @click.version_option(__version__, prog_name="recshrink")
 def main() -> None:
     """recshrink: compress large sequential interest models into small, fast recommenders."""
-    # torch warns about the pickle protocol of a refused .pt; the refusal is the one line we print
-    warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
 
 
 @main.group(cls=_Group)
@@ -146,68 +143,126 @@ def data_stats(**kw) -> None:
     click.echo(json.dumps({**ds.stats(), "fingerprint": ds.fingerprint()}, indent=2))
 
 
+def _train_options(f):
+    opts = [
+        click.option("--arg", "args", multiple=True,
+                     help="Builder argument KEY=VALUE (repeatable), e.g. --arg dim=128."),
+        click.option("--epochs", type=int, default=200, show_default=True),
+        click.option("--batch-size", type=int, default=256, show_default=True),
+        click.option("--lr", type=float, default=1e-3, show_default=True),
+        click.option("--weight-decay", type=float, default=0.0, show_default=True),
+        click.option("--loss", type=click.Choice(["ce", "sampled", "bce"]), default="sampled",
+                     show_default=True),
+        click.option("--negatives", "num_negatives", type=int, default=1024, show_default=True,
+                     help="Shared negatives for the sampled softmax."),
+        click.option("--patience", type=int, default=10, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--device", default="cpu", show_default=True),
+        click.option("--threads", type=int, default=None),
+        click.option("--max-minutes", type=float, default=None, help="Training time budget."),
+        click.option("--progress/--no-progress", default=True),
+    ]  # fmt: skip
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _key_values(items: tuple[str, ...], flag: str) -> dict:
+    from recshrink.recipe import _parse_value
+
+    out = {}
+    for a in items:
+        if "=" not in a:
+            raise RecshrinkError(f"{flag} {a!r}: expected KEY=VALUE")
+        k, v = a.split("=", 1)
+        out[k.strip()] = _parse_value(v)
+    return out
+
+
+def _spec(cls, model: str, args: tuple[str, ...], train_kw: dict, **extra):
+    from pydantic import ValidationError
+
+    from recshrink.recipe import format_validation_error
+
+    try:
+        return cls(model=model, args=_key_values(args, "--arg"), train=train_kw, **extra)
+    except ValidationError as exc:
+        raise RecshrinkError(format_validation_error(exc, "options")) from None
+
+
+def _finish(out: Path, label: str, model, ds, split, summary: dict, role: str, device: str,
+            extra: dict | None = None) -> None:  # fmt: skip
+    from recshrink.fsutil import write_json
+    from recshrink.pipeline import dataset_entry, machine_entry, model_entry, test_metrics
+    from recshrink.recipe import EvalSpec
+
+    metrics = test_metrics(model, ds, split, EvalSpec())
+    report = {
+        "recshrink_version": __version__, "machine": machine_entry(device),
+        "dataset": dataset_entry(ds), "teacher": label if role == "teacher" else None,
+        "models": {label: model_entry(model, role, out, metrics, train=summary, extra=extra)},
+    }  # fmt: skip
+    write_json(out / "report.json", report)
+    _print_metrics(label, metrics)
+    click.echo(f"model written to {out} ({summary['seconds']:.0f} s, best epoch "
+               f"{summary['best_epoch']})")  # fmt: skip
+
+
 @main.command()
 @_data_options
 @click.option("--model", "model_name", default="sasrec_large", show_default=True,
               help="Builder or preset name.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Model directory.")
-@click.option("--arg", "args", multiple=True, help="Builder argument KEY=VALUE (repeatable).")
-@click.option("--epochs", type=int, default=200, show_default=True)
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
-@click.option("--loss", type=click.Choice(["ce", "sampled", "bce"]), default="sampled",
-              show_default=True)
-@click.option("--negatives", "num_negatives", type=int, default=1024, show_default=True,
-              help="Shared negatives for the sampled softmax.")
-@click.option("--patience", type=int, default=10, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", type=int, default=None)
-@click.option("--max-minutes", type=float, default=None, help="Training time budget.")
-@click.option("--progress/--no-progress", default=True)
-def train(model_name, out, args, epochs, batch_size, lr, weight_decay, loss, num_negatives,
-          patience, seed, device, threads, max_minutes, progress, **kw) -> None:  # fmt: skip
-    """Train a model (teacher or student without distillation) and evaluate it on the test split."""
-    from pydantic import ValidationError
-
+@_train_options
+def train(model_name, out, args, progress, data_path, fmt, attributes, item_path, kcore, max_len,
+          csv_columns, sep, **train_kw) -> None:  # fmt: skip
+    """Train a model (teacher, or a student without distillation); evaluate it on the test split."""
     from recshrink.data.split import leave_one_out
-    from recshrink.fsutil import write_json
-    from recshrink.pipeline import (
-        dataset_entry, load_dataset, machine_entry, model_entry, test_metrics, train_or_load,
-    )  # fmt: skip
-    from recshrink.recipe import EvalSpec, ModelSpec, _parse_value, format_validation_error
+    from recshrink.pipeline import load_dataset, train_or_load
+    from recshrink.recipe import ModelSpec
 
-    builder_args = {}
-    for a in args:
-        if "=" not in a:
-            raise RecshrinkError(f"--arg {a!r}: expected KEY=VALUE")
-        k, v = a.split("=", 1)
-        builder_args[k.strip()] = _parse_value(v)
-    try:
-        spec = ModelSpec(
-            model=model_name, args=builder_args,
-            train=dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                       loss=loss, num_negatives=num_negatives, patience=patience, seed=seed,
-                       device=device, threads=threads, max_minutes=max_minutes),
-        )  # fmt: skip
-    except ValidationError as exc:
-        raise RecshrinkError(format_validation_error(exc, "options")) from None
+    spec = _spec(ModelSpec, model_name, args, train_kw)
     _check_out(out, "dir")
-    dspec = _data_spec(**kw)
+    dspec = _data_spec(data_path, fmt, attributes, item_path, kcore, max_len, csv_columns, sep)
     ds = load_dataset(dspec)
     split = leave_one_out(ds, dspec.max_len, dspec.shift_window)
     model, summary = train_or_load(spec, ds, split, out, max_len=dspec.max_len, progress=progress)
-    metrics = test_metrics(model, ds, split, EvalSpec())
-    report = {
-        "recshrink_version": __version__, "machine": machine_entry(device),
-        "dataset": dataset_entry(ds), "teacher": spec.label,
-        "models": {spec.label: model_entry(model, "teacher", out, metrics, train=summary)},
-    }  # fmt: skip
-    write_json(out / "report.json", report)
-    _print_metrics(spec.label, metrics)
-    click.echo(f"model written to {out} ({summary['seconds']:.0f} s, best epoch "
-               f"{summary['best_epoch']})")  # fmt: skip
+    _finish(out, spec.label, model, ds, split, summary, "teacher", spec.train.device)
+
+
+@main.command()
+@click.option("--teacher", "teacher_path", required=True, type=click.Path(path_type=Path),
+              help="Trained teacher (model directory or .pt).")
+@click.option("--student", "student_name", default="gru_small", show_default=True,
+              help="Student builder or preset name.")
+@_data_options
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Student directory.")
+@click.option("--kd", "kd", multiple=True,
+              help="Distillation setting KEY=VALUE (repeatable), e.g. --kd kd_weight=0.9 "
+                   "--kd temperature=2 --kd rank_weight=0.2 --kd init_items=pca.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Where cached teacher outputs go (default: OUT/../.teacher-cache).")
+@_train_options
+def distill(teacher_path, student_name, out, kd, cache_dir, args, progress, data_path, fmt,
+            attributes, item_path, kcore, max_len, csv_columns, sep, **train_kw) -> None:  # fmt: skip
+    """Distil a trained teacher into a student (GRU/LSTM/CNN) and evaluate it."""
+    from recshrink.data.split import leave_one_out
+    from recshrink.models.io import load_model
+    from recshrink.pipeline import check_compatible, distill_student, load_dataset
+    from recshrink.recipe import StudentSpec
+
+    spec = _spec(StudentSpec, student_name, args, train_kw, distill=_key_values(kd, "--kd"))
+    _check_out(out, "dir")
+    teacher, _ = load_model(teacher_path)
+    dspec = _data_spec(data_path, fmt, attributes, item_path, kcore, max_len, csv_columns, sep)
+    ds = load_dataset(dspec)
+    check_compatible(teacher, ds, str(teacher_path))
+    split = leave_one_out(ds, dspec.max_len, dspec.shift_window)
+    cache = cache_dir or out.parent / ".teacher-cache"
+    model, summary = distill_student(spec, teacher, str(teacher_path), ds, split, out,
+                                     max_len=dspec.max_len, cache_dir=cache, progress=progress)
+    _finish(out, spec.label, model, ds, split, summary, "student", spec.train.device,
+            extra={"teacher": str(teacher_path), "losses": summary["losses"]})
 
 
 @main.command("evaluate")

@@ -57,24 +57,15 @@ def test_config_validation():
 
 
 @pytest.fixture(scope="module")
-def trained():
+def trained(tmp_path_factory):
     data = synthetic(SyntheticConfig(users=600, items=80, categories=8, max_len=15, seed=2))
     split = leave_one_out(data, 15)
     torch.manual_seed(0)
     teacher = build_model("sasrec", data.num_items, dim=32, layers=1, heads=2, max_len=15,
                           dropout=0.1)
     fit(teacher, split, TrainConfig(epochs=10, batch_size=64, lr=5e-3, loss="ce", patience=10),
-        None or _tmp("teacher"), progress=False)
+        tmp_path_factory.mktemp("teacher"), progress=False)
     return data, split, teacher.eval()
-
-
-def _tmp(name, _root=[]):  # one temp dir per session without fixtures in module scope
-    import tempfile
-    from pathlib import Path
-
-    if not _root:
-        _root.append(Path(tempfile.mkdtemp(prefix="rs-distill-")))
-    return _root[0] / name
 
 
 def test_cache_rows_match_teacher(trained):

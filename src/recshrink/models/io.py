@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,7 +140,9 @@ def load_model(path: str | Path) -> tuple[SeqRecModel, ModelMeta]:
                 raise RecshrinkError(f"{items_path}: not valid JSON: {exc}") from None
     elif p.suffix in (".pt", ".pth", ".bin"):
         try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a refused pickle is reported as one line, below
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                obj = torch.load(p, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             first = str(exc).strip().splitlines()[0]
             raise RecshrinkError(

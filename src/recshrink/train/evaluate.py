@@ -64,7 +64,9 @@ def evaluate(
         targets = torch.from_numpy(eval_set.targets[rows])
         scores = mask_scores(score_fn(hist_t), hist_t, mask_history)  # [B, N+1]
         ranks = target_ranks(scores, targets)
-        topk = torch.topk(scores, kmax, dim=-1).indices
+        topk = torch.topk(scores, min(kmax, scores.shape[1] - 1), dim=-1).indices  # [B, K]
+        if topk.shape[1] < kmax:  # tiny catalogue: pad with the padding id (no item)
+            topk = torch.nn.functional.pad(topk, (0, kmax - topk.shape[1]))
         groups = None
         if has_groups:
             shift = eval_set.shift[rows] & eval_set.known[rows]
