@@ -15,10 +15,12 @@ def left_to_right_index(seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ``(to_right, to_left)``, both ``[B, L]``: ``seq.gather(1, to_right)`` is right-padded,
         and ``x_right.gather(1, to_left)`` restores the original left-padded alignment.
     """
-    b, l = seq.shape
+    l = seq.shape[1]
     n_pad = (seq == 0).sum(dim=1, keepdim=True)  # [B, 1]
     ar = torch.arange(l, device=seq.device).unsqueeze(0)  # [1, L]
-    return (ar + n_pad) % l, (ar - n_pad) % l
+    right = ar + n_pad  # wrap around without a modulo (exports to ONNX with dynamic L)
+    left = ar - n_pad
+    return torch.where(right >= l, right - l, right), torch.where(left < 0, left + l, left)
 
 
 class RNNRec(SeqRecModel):
