@@ -1,0 +1,212 @@
+"""ONNX export with top-K inside the graph, metadata, and validation against PyTorch.
+
+The exported graph takes ``seq [batch, seq_len]`` int64 (left-padded item ids) and returns
+``scores [batch, K]`` float32 and ``ids [batch, K]`` int64 (best first), optionally followed by
+``all_scores [batch, N + 1]``. Batch and sequence length are dynamic (sequence length from 2 to
+the model's ``max_len``); the input dims are checked after export because the exporter silently
+pins them in known cases.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from recshrink import __version__
+from recshrink.errors import RecshrinkError
+from recshrink.fsutil import atomic_path
+from recshrink.models.base import SeqRecModel
+
+
+@dataclass(frozen=True)
+class OnnxExportConfig:
+    """How to export (validated on construction).
+
+    Attributes:
+        k: Items returned per user by the graph.
+        mask_history: Exclude the history's own items from the top-K inside the graph.
+        full_scores: Also output the scores of every item.
+        opset: ONNX opset (>= 17).
+        min_agreement: Fail the export when top-10 agreement with PyTorch is below this.
+        validate_users: Test histories used for validation (0 = skip validation).
+    """
+
+    k: int = 10
+    mask_history: bool = True
+    full_scores: bool = False
+    opset: int = 18
+    min_agreement: float = 0.99
+    validate_users: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.opset < 17:
+            raise ValueError(f"opset must be >= 17, got {self.opset}")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise ValueError(f"min_agreement must be in [0, 1], got {self.min_agreement}")
+        if self.validate_users < 0:
+            raise ValueError("validate_users must be >= 0")
+
+
+class ServingHead(nn.Module):
+    """The model plus in-graph history masking and top-K: what a server runs.
+
+    Args:
+        model: Any :class:`SeqRecModel`.
+        k: Items per user.
+        mask_history: Set the scores of the history's items to ``-inf`` before the top-K.
+        full_scores: Also return all scores.
+    """
+
+    def __init__(self, model: SeqRecModel, k: int, mask_history: bool = True,
+                 full_scores: bool = False) -> None:  # fmt: skip
+        super().__init__()
+        if not 1 <= k <= model.num_items:
+            raise ValueError(f"k must be in 1..{model.num_items}, got {k}")
+        self.model = model
+        self.k = k
+        self.mask_history = mask_history
+        self.full_scores = full_scores
+
+    def forward(self, seq: torch.Tensor):
+        scores = self.model.scores(seq)  # [B, N+1]
+        ranked = scores.scatter(1, seq, float("-inf")) if self.mask_history else scores
+        top, ids = torch.topk(ranked, self.k, dim=-1)  # [B, K], [B, K]
+        if self.full_scores:
+            return top, ids, scores
+        return top, ids
+
+
+def _input_dims(model_proto) -> list:
+    return [d.dim_param or d.dim_value for d in model_proto.graph.input[0].type.tensor_type.shape.dim]
+
+
+def export_onnx(
+    model: SeqRecModel,
+    path: str | Path,
+    config: OnnxExportConfig | None = None,
+    metadata: dict | None = None,
+) -> Path:
+    """Export ``model`` with its serving head to a single ``.onnx`` file (written atomically).
+
+    Args:
+        model: The model (exported in eval mode on CPU).
+        path: Output file.
+        config: Export settings.
+        metadata: Extra ``metadata_props`` (values JSON-encoded unless strings).
+
+    Raises:
+        RecshrinkError: The exporter failed or pinned a dynamic input dimension.
+    """
+    import onnx
+    from torch.export import Dim
+
+    cfg = config or OnnxExportConfig()
+    model = model.eval().cpu()
+    head = ServingHead(model, min(cfg.k, model.num_items), cfg.mask_history, cfg.full_scores)
+    max_len = max(model.max_len, 3)
+    example = torch.randint(1, model.num_items + 1, (3, max_len))
+    example[0, : max_len // 2] = 0
+    outputs = ["scores", "ids"] + (["all_scores"] if cfg.full_scores else [])
+    out = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prog = torch.onnx.export(
+                head, (example,), dynamo=True, opset_version=cfg.opset,
+                input_names=["seq"], output_names=outputs,
+                dynamic_shapes={"seq": {0: Dim("batch"), 1: Dim("seq_len", min=2, max=max_len)}},
+                verbose=False,
+            )  # fmt: skip
+    except Exception as exc:  # the exporter raises many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RecshrinkError(f"ONNX export of {model.arch} failed: {first[:300]}") from None
+    with atomic_path(out) as tmp:
+        prog.save(str(tmp), external_data=False)
+        proto = onnx.load(str(tmp))
+        dims = _input_dims(proto)
+        if any(isinstance(d, int) and d > 0 for d in dims):
+            raise RecshrinkError(
+                f"ONNX export of {model.arch} pinned the input to {dims}; expected dynamic "
+                "[batch, seq_len] (export in a fresh process)"
+            )
+        meta = {
+            "recshrink_version": __version__, "arch": model.arch,
+            "num_items": str(model.num_items), "max_len": str(model.max_len), "padding_id": "0",
+            "k": str(head.k), "mask_history": str(cfg.mask_history).lower(),
+            "outputs": ",".join(outputs),
+            **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()},
+        }  # fmt: skip
+        del proto.metadata_props[:]
+        for k, v in meta.items():
+            proto.metadata_props.add(key=k, value=v)
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+    return out
+
+
+def onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def ort_session(path: str | Path, threads: int | None = None):
+    """An ONNX Runtime CPU session (``threads`` intra-op threads, default ORT's)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def validate_onnx(
+    path: str | Path,
+    model: SeqRecModel,
+    histories: np.ndarray,
+    k: int = 10,
+    batch_size: int = 256,
+    mask_history: bool = True,
+) -> dict:
+    """Compare the ONNX graph with PyTorch on real histories.
+
+    Returns:
+        ``{"agreement@10", "max_abs_diff", "mean_abs_diff", "users"}``: top-K overlap of the ids
+        and score differences of the returned top-K scores.
+    """
+    from recshrink.metrics import topk_overlap
+
+    sess = ort_session(path)
+    head = ServingHead(model.eval().cpu(), min(k, model.num_items), mask_history)
+    agree, max_diff, sum_diff, n = 0.0, 0.0, 0.0, 0
+    for i in range(0, len(histories), batch_size):
+        h = histories[i : i + batch_size]
+        nz = np.flatnonzero((h != 0).any(axis=0))
+        h = h[:, nz[0] :] if len(nz) else h[:, -2:]
+        if h.shape[1] < 2:
+            h = np.pad(h, ((0, 0), (1, 0)))
+        o_scores, o_ids = sess.run(["scores", "ids"], {"seq": h.astype(np.int64)})
+        with torch.inference_mode():
+            t_scores, t_ids = head(torch.from_numpy(h))
+        kk = min(k, o_ids.shape[1])
+        agree += topk_overlap(torch.from_numpy(o_ids[:, :kk]), t_ids[:, :kk]) * len(h)
+        diff = np.abs(o_scores[:, :kk] - t_scores[:, :kk].numpy())
+        diff = diff[np.isfinite(diff)]
+        if diff.size:
+            max_diff = max(max_diff, float(diff.max()))
+            sum_diff += float(diff.mean()) * len(h)
+        n += len(h)
+    return {"agreement@10": round(agree / max(1, n), 6), "max_abs_diff": max_diff,
+            "mean_abs_diff": sum_diff / max(1, n), "users": n}  # fmt: skip

@@ -1,0 +1,83 @@
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from recshrink.errors import RecshrinkError
+from recshrink.export.onnx import (
+    OnnxExportConfig, ServingHead, export_onnx, onnx_metadata, ort_session, validate_onnx,
+)  # fmt: skip
+from recshrink.models import build_model
+
+N, L = 120, 12
+
+
+@pytest.mark.parametrize("name", ["sasrec_base", "gru_small", "lstm_2layer", "cnn_small"])
+def test_export_matches_pytorch(tmp_path, name):
+    torch.manual_seed(0)
+    model = build_model(name, N, max_len=L).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", OnnxExportConfig(k=10),
+                       metadata={"steps": [{"type": "distill"}], "id_map": "abc"})
+    proto = onnx.load(str(path))
+    dims = [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert all(dims) and len(dims) == 2  # batch and seq_len stay dynamic
+    meta = onnx_metadata(path)
+    assert meta["arch"] == model.arch and meta["num_items"] == str(N) and meta["k"] == "10"
+    assert meta["steps"] == '[{"type": "distill"}]' and meta["padding_id"] == "0"
+    assert not list(tmp_path.glob("*.data")) and not list(tmp_path.glob(".*tmp*"))
+    sess = ort_session(path, threads=1)
+    head = ServingHead(model, 10)
+    for length in (2, 5, L):
+        seq = torch.randint(1, N + 1, (6, length))
+        seq[0, : length - 1] = 0
+        o_scores, o_ids = sess.run(None, {"seq": seq.numpy()})
+        t_scores, t_ids = head(seq)
+        assert o_ids.dtype == np.int64 and o_ids.shape == (6, 10)
+        np.testing.assert_array_equal(o_ids, t_ids.numpy())
+        np.testing.assert_allclose(o_scores, t_scores.detach().numpy(), atol=1e-4)
+        # history items never come back
+        for row, ids in zip(seq.tolist(), o_ids.tolist()):
+            assert not set(row) & set(ids)
+    rng = np.random.default_rng(0)
+    hist = rng.integers(1, N + 1, (50, L))
+    for row, n_pad in zip(hist, rng.integers(0, L - 1, 50)):
+        row[:n_pad] = 0  # left padding
+    v = validate_onnx(path, model, hist, batch_size=16)
+    # an untrained model has near-ties, so allow an occasional swap at rank 10
+    assert v["agreement@10"] >= 0.98 and v["max_abs_diff"] < 1e-4 and v["users"] == 50
+
+
+def test_full_scores_output(tmp_path):
+    model = build_model("gru", N, dim=8, max_len=L).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", OnnxExportConfig(k=5, full_scores=True,
+                                                                     mask_history=False))
+    seq = torch.randint(1, N + 1, (2, 4))
+    _, ids, scores = ort_session(path).run(None, {"seq": seq.numpy()})
+    assert scores.shape == (2, N + 1) and np.isneginf(scores[:, 0]).all()
+    np.testing.assert_allclose(scores[:, 1:], model.scores(seq).detach().numpy()[:, 1:], atol=1e-5)
+    np.testing.assert_array_equal(ids, np.argsort(-scores, axis=1, kind="stable")[:, :5])
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="opset"):
+        OnnxExportConfig(opset=13)
+    with pytest.raises(ValueError, match="k must"):
+        ServingHead(build_model("gru", 5, dim=4), k=6)
+
+
+def test_export_failure_is_one_line(tmp_path):
+    class Broken(torch.nn.Module):
+        arch, num_items, max_len = "broken", 10, 4
+
+        def eval(self):
+            return self
+
+        def cpu(self):
+            return self
+
+        def scores(self, seq):
+            return torch.from_numpy(seq.numpy())  # not traceable
+
+    with pytest.raises(RecshrinkError, match="ONNX export of broken failed"):
+        export_onnx(Broken(), tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
