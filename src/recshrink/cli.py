@@ -330,7 +330,7 @@ def recipe_validate(recipe_path, overrides) -> None:
 
     r = load_recipe(recipe_path, tuple(overrides))
     click.echo(f"{recipe_path}: ok (recipe {r.name!r}, data {r.data.format}, teacher "
-               f"{r.teacher.label}, {len(r.baselines)} baselines)")  # fmt: skip
+               f"{r.teacher.label}, {len(r.baselines)} baselines, {len(r.students)} students)")
 
 
 if __name__ == "__main__":
