@@ -1,0 +1,53 @@
+import json
+
+import pytest
+import torch
+
+from recshrink.models.io import load_model
+from recshrink.pipeline import run_recipe
+from recshrink.recipe import parse_recipe
+
+TINY = {
+    "name": "tiny",
+    "seed": 3,
+    "data": {"format": "synthetic", "max_len": 12,
+             "synthetic": {"users": 200, "items": 40, "categories": 4, "max_len": 12}},
+    "teacher": {"name": "t", "model": "sasrec",
+                "args": {"dim": 16, "layers": 1, "heads": 2},
+                "train": {"epochs": 3, "batch_size": 32, "num_negatives": 16}},
+    "baselines": [{"name": "g_alone", "model": "gru", "args": {"dim": 8},
+                   "train": {"epochs": 2, "batch_size": 32, "num_negatives": 16}}],
+    "students": [{"name": "g_kd", "model": "gru", "args": {"dim": 8},
+                  "train": {"epochs": 2, "batch_size": 32, "num_negatives": 16},
+                  "distill": {"top_m": 10, "kd_negatives": 16, "rank_weight": 0.1}}],
+}  # fmt: skip
+
+
+def test_recipe_end_to_end(tmp_path):
+    torch.set_num_threads(1)
+    recipe = parse_recipe(json.loads(json.dumps(TINY)))
+    report = run_recipe(recipe, tmp_path, progress=False)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["models"].keys() == {"t", "g_alone", "g_kd"}
+    assert saved["dataset"]["users"] == 200 and saved["dataset"]["items"] == 40
+    assert saved["teacher"] == "t"
+    t, b, s = (saved["models"][k] for k in ("t", "g_alone", "g_kd"))
+    assert (t["role"], b["role"], s["role"]) == ("teacher", "baseline", "student")
+    for m in (t, b, s):
+        for key in ("hr@10", "ndcg@10", "f1@10", "mrr"):
+            assert 0.0 <= m["metrics"][key] <= 1.0
+        assert m["metrics"]["shift"]["count"] + m["metrics"]["stable"]["count"] == 200
+        assert m["size_bytes"] > 0 and m["train_seconds"] is not None
+    assert s["teacher"] == "t" and s["losses"] == ["ground_truth", "logit_kd", "ranking_kd"]
+    assert s["retention"] == pytest.approx(s["metrics"]["ndcg@10"] / t["metrics"]["ndcg@10"],
+                                           abs=1e-4)
+    assert s["vs_baseline"] == pytest.approx(
+        s["metrics"]["ndcg@10"] / b["metrics"]["ndcg@10"], abs=1e-3)
+    assert s["baseline"] == "g_alone" and 0.0 <= s["agreement@10"] <= 1.0
+    student, meta = load_model(tmp_path / "students" / "g_kd")
+    assert meta.steps[0]["type"] == "distill" and meta.steps[0]["teacher"] == "t"
+    assert student.num_params() == s["params"] == 41 * 8 + 3 * (8 * 8 * 2 + 16)
+    # same recipe, same seed: the same metrics to the last digit (resumed runs are skipped)
+    again = run_recipe(recipe, tmp_path / "again", progress=False)
+    for name in report["models"]:
+        assert again["models"][name]["metrics"] == report["models"][name]["metrics"]
