@@ -88,11 +88,45 @@ def _input_dims(model_proto) -> list:
     return [d.dim_param or d.dim_value for d in model_proto.graph.input[0].type.tensor_type.shape.dim]
 
 
+def _export_in_fresh_process(model: SeqRecModel, path: Path, cfg: OnnxExportConfig,
+                              metadata: dict | None) -> Path:  # fmt: skip
+    """Run the export in a new Python process (see :func:`export_onnx`)."""
+    import dataclasses
+    import subprocess
+    import sys
+    import tempfile
+
+    from recshrink.compress.quantize import structure_steps
+    from recshrink.models.io import save_model
+
+    with tempfile.TemporaryDirectory(prefix="recshrink-export-") as tmp:
+        save_model(model, Path(tmp) / "model", steps=structure_steps(model))
+        job = {"model": str(Path(tmp) / "model"), "path": str(path),
+               "config": dataclasses.asdict(cfg), "metadata": metadata or {}}  # fmt: skip
+        code = "import json,sys; from recshrink.export.onnx import _worker; _worker(json.loads(sys.argv[1]))"
+        proc = subprocess.run([sys.executable, "-c", code, json.dumps(job, default=str)],
+                              capture_output=True, text=True)  # fmt: skip
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        raise RecshrinkError(lines[-1].removeprefix("recshrink.errors.RecshrinkError: ")
+                             if lines else f"ONNX export of {model.arch} failed")  # fmt: skip
+    return path
+
+
+def _worker(job: dict) -> None:
+    from recshrink.models.io import load_model
+
+    model, _ = load_model(job["model"])
+    export_onnx(model, job["path"], OnnxExportConfig(**job["config"]), job["metadata"],
+                fresh_process=False)  # fmt: skip
+
+
 def export_onnx(
     model: SeqRecModel,
     path: str | Path,
     config: OnnxExportConfig | None = None,
     metadata: dict | None = None,
+    fresh_process: bool | None = None,
 ) -> Path:
     """Export ``model`` with its serving head to a single ``.onnx`` file (written atomically).
 
@@ -101,6 +135,8 @@ def export_onnx(
         path: Output file.
         config: Export settings.
         metadata: Extra ``metadata_props`` (values JSON-encoded unless strings).
+        fresh_process: Export in a new Python process. Default: for GRU/LSTM, because within
+            one process only the first dynamo export of an RNN keeps a dynamic sequence length.
 
     Raises:
         RecshrinkError: The exporter failed or pinned a dynamic input dimension.
@@ -109,6 +145,10 @@ def export_onnx(
     from torch.export import Dim
 
     cfg = config or OnnxExportConfig()
+    if fresh_process is None:
+        fresh_process = model.arch in ("gru", "lstm")
+    if fresh_process:
+        return _export_in_fresh_process(model, Path(path), cfg, metadata)
     model = model.eval().cpu()
     head = ServingHead(model, min(cfg.k, model.num_items), cfg.mask_history, cfg.full_scores)
     max_len = max(model.max_len, 3)

@@ -174,6 +174,13 @@ def load_model(path: str | Path) -> tuple[SeqRecModel, ModelMeta]:
         raise RecshrinkError(f"{p}: model config 'num_items' must be an integer") from None
     args = dict(args)
     model = _build(str(cfg["arch"]), num_items, args, str(p))
+    steps = cfg.get("steps", [])
+    if not isinstance(steps, list) or not all(isinstance(x, dict) for x in steps):
+        raise RecshrinkError(f"{p}: model config 'steps' must be a list of mappings")
+    if steps:
+        from recshrink.compress.quantize import apply_structure
+
+        apply_structure(model, steps)
     _load_state(model, state, str(p))
     model.eval()
     meta = ModelMeta(
@@ -182,7 +189,7 @@ def load_model(path: str | Path) -> tuple[SeqRecModel, ModelMeta]:
         num_items=num_items,
         item_ids=item_ids,
         data_fingerprint=str(cfg.get("data_fingerprint", "")),
-        steps=list(cfg.get("steps", [])),
+        steps=steps,
         extra=dict(cfg.get("extra", {})),
     )
     return model, meta
