@@ -22,7 +22,7 @@ from recshrink.models.io import artifact_bytes, load_model, save_model
 from recshrink.compress.distill import distill
 from recshrink.recipe import DataSpec, EvalSpec, ModelSpec, Recipe, StudentSpec
 from recshrink.train.evaluate import evaluate, model_scorer
-from recshrink.train.trainer import fit
+from recshrink.train.trainer import TrainResult, fit
 
 
 def load_dataset(spec: DataSpec) -> InteractionData:
@@ -121,6 +121,18 @@ def check_compatible(model: SeqRecModel, data: InteractionData, where: str) -> N
         )
 
 
+def _train_summary(result: TrainResult, loss: str) -> dict:
+    return {
+        "seconds": result.seconds,
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "loss": loss,
+        "valid_ndcg@10": result.best_valid.get("ndcg@10"),
+        "history": result.history,
+        "resumed_from": result.resumed_from,
+    }
+
+
 def train_or_load(
     spec: ModelSpec,
     data: InteractionData,
@@ -150,15 +162,7 @@ def train_or_load(
     key = f"{spec.model}|{sorted(args.items())}|{data.fingerprint()}"
     result = fit(model, split, cfg, out_dir / "work", item_attrs=data.item_attrs,
                  run_key=key, progress=progress, desc=spec.label)  # fmt: skip
-    summary = {
-        "seconds": result.seconds,
-        "epochs": result.epochs,
-        "best_epoch": result.best_epoch,
-        "loss": cfg.loss,
-        "valid_ndcg@10": result.best_valid.get("ndcg@10"),
-        "history": result.history,
-        "resumed_from": result.resumed_from,
-    }
+    summary = _train_summary(result, cfg.loss)
     if result.rank_digests:
         summary["rank_digests"] = result.rank_digests
     model.cpu()
@@ -192,16 +196,8 @@ def distill_student(
     result, info = distill(teacher, student, split, cfg, spec.distill, out_dir / "work",
                            cache_dir=cache_dir, item_attrs=data.item_attrs, run_key=key,
                            progress=progress, desc=spec.label)  # fmt: skip
-    summary = {
-        "seconds": result.seconds + info["cache_seconds"] * (not info["cache_reused"]),
-        "epochs": result.epochs,
-        "best_epoch": result.best_epoch,
-        "loss": cfg.loss,
-        "valid_ndcg@10": result.best_valid.get("ndcg@10"),
-        "history": result.history,
-        "resumed_from": result.resumed_from,
-        **info,
-    }
+    summary = {**_train_summary(result, cfg.loss), **info}
+    summary["seconds"] += info["cache_seconds"] * (not info["cache_reused"])
     step = {"type": "distill", "teacher": teacher_label, "losses": info["losses"],
             "config": dict(vars(spec.distill))}  # fmt: skip
     student.cpu()

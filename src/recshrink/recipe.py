@@ -16,7 +16,7 @@ from recshrink.compress.distill import DistillConfig
 from recshrink.data.synthetic import SyntheticConfig
 from recshrink.errors import RecipeError, RecshrinkError
 from recshrink.models import build_model, builder_names
-from recshrink.train.config import TrainConfig
+from recshrink.train.config import TrainConfig, check_ks
 
 FORMATS = ("synthetic", "s3rec", "pairs", "recbole", "csv")
 
@@ -124,11 +124,7 @@ class EvalSpec(_Strict):
     @field_validator("ks")
     @classmethod
     def _ks(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v or min(v) < 1:
-            raise ValueError("ks must be a non-empty list of positive integers")
-        if 10 not in v:
-            raise ValueError("ks must include 10 (reports compare models by NDCG@10)")
-        return tuple(sorted(set(v)))
+        return check_ks(v)
 
 
 class Recipe(_Strict):

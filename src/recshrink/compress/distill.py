@@ -36,7 +36,9 @@ from recshrink.fsutil import atomic_path
 from recshrink.models.base import SeqRecModel
 from recshrink.train.config import TrainConfig
 from recshrink.train.losses import sample_negatives
-from recshrink.train.trainer import TrainResult, fit, ground_truth_loss, item_popularity
+from recshrink.train.trainer import (
+    TrainResult, fit, ground_truth_loss, item_popularity, state_digest,
+)  # fmt: skip
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
@@ -135,14 +137,6 @@ def alignment(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.
 # -- teacher cache ------------------------------------------------------------------------------
 
 
-def _digest(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def _windows_digest(windows: list[np.ndarray]) -> str:
     h = hashlib.sha256()
     for w in windows:
@@ -206,7 +200,7 @@ def teacher_cache(
         The cache and whether it was loaded from disk.
     """
     key = hashlib.sha256(
-        f"{_digest(teacher)}|{_windows_digest(windows)}|{top_m}".encode()
+        f"{state_digest(teacher)}|{_windows_digest(windows)}|{top_m}".encode()
     ).hexdigest()[:20]
     path = Path(cache_dir) / f"teacher-{key}.safetensors" if cache_dir else None
     if path is not None and path.exists():
@@ -358,7 +352,7 @@ def distill(
     loss = DistillLoss(cfg, train_cfg, teacher.item_table(), student.dim,
                        item_popularity(split.train, student.num_items))  # fmt: skip
     hook = cache_batch_hook(cache, student.num_items, cfg.kd_negatives)
-    key = f"distill|{run_key}|{_digest(teacher)}|{cfg}"
+    key = f"distill|{run_key}|{state_digest(teacher)}|{cfg}"
     result = fit(student, split, train_cfg, work_dir, item_attrs=item_attrs, loss_fn=loss,
                  batch_hook=hook, run_key=key, progress=progress, desc=desc)  # fmt: skip
     summary = {"losses": cfg.losses(), "cache_reused": reused,

@@ -92,6 +92,8 @@ class SASRec(SeqRecModel):
         max_len: Longest history.
         dropout: Dropout on embeddings, attention and block outputs.
         ffn_dim: Feed-forward hidden size (default ``4 * dim``).
+        scale_positions: Scale position embeddings by ``sqrt(dim)`` like the item embeddings,
+            so that order and identity enter on the same scale.
     """
 
     arch = "sasrec"
@@ -105,6 +107,7 @@ class SASRec(SeqRecModel):
         max_len: int = 50,
         dropout: float = 0.2,
         ffn_dim: int | None = None,
+        scale_positions: bool = True,
     ) -> None:
         super().__init__(num_items, dim, max_len)
         if layers < 1 or heads < 1:
@@ -113,8 +116,10 @@ class SASRec(SeqRecModel):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         ffn_dim = 4 * dim if ffn_dim is None else ffn_dim
         self.builder_args = dict(
-            dim=dim, layers=layers, heads=heads, max_len=max_len, dropout=dropout, ffn_dim=ffn_dim
+            dim=dim, layers=layers, heads=heads, max_len=max_len, dropout=dropout, ffn_dim=ffn_dim,
+            scale_positions=scale_positions,
         )
+        self.pos_scale = math.sqrt(dim) if scale_positions else 1.0
         self.pos_emb = nn.Embedding(max_len, dim)
         nn.init.normal_(self.pos_emb.weight, std=dim**-0.5)
         self.emb_drop = nn.Dropout(dropout)
@@ -125,7 +130,8 @@ class SASRec(SeqRecModel):
         b, l = seq.shape  # [B, L]
         keep = timeline_mask(seq)  # [B, L, 1]
         pos = torch.arange(self.max_len - l, self.max_len, device=seq.device)  # [L]
-        x = self.embed_items(seq) * math.sqrt(self.dim) + self.pos_emb(pos)  # [B, L, D]
+        x = (self.embed_items(seq) * math.sqrt(self.dim)
+             + self.pos_emb(pos) * self.pos_scale)  # [B, L, D]  # fmt: skip
         x = self.emb_drop(x) * keep
         causal = torch.ones(l, l, dtype=torch.bool, device=seq.device).tril()  # [L, L]
         eye = torch.eye(l, dtype=torch.bool, device=seq.device)
@@ -144,9 +150,10 @@ def sasrec(
     max_len: int = 50,
     dropout: float = 0.2,
     ffn_dim: int | None = None,
+    scale_positions: bool = True,
 ) -> SASRec:
     """Build a SASRec teacher. See :class:`SASRec` for the arguments."""
-    return SASRec(num_items, dim, layers, heads, max_len, dropout, ffn_dim)
+    return SASRec(num_items, dim, layers, heads, max_len, dropout, ffn_dim, scale_positions)
 
 
 def sasrec_base(num_items: int, **overrides) -> SASRec:

@@ -8,6 +8,15 @@ from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 
 
+def check_ks(v: tuple[int, ...]) -> tuple[int, ...]:
+    """Validate metric cut-offs: positive, including 10 (models are compared by NDCG@10)."""
+    if not v or min(v) < 1:
+        raise ValueError("ks must be a non-empty list of positive integers")
+    if 10 not in v:
+        raise ValueError("ks must include 10 (early stopping and reports use NDCG@10)")
+    return tuple(sorted(set(v)))
+
+
 @dataclass(config=ConfigDict(extra="forbid"))
 class TrainConfig:
     """How to train a model (validated on construction).
@@ -61,8 +70,4 @@ class TrainConfig:
     @field_validator("ks")
     @classmethod
     def _ks(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v or min(v) < 1:
-            raise ValueError("ks must be a non-empty list of positive integers")
-        if 10 not in v:
-            raise ValueError("ks must include 10 (early stopping uses NDCG@10)")
-        return tuple(sorted(set(v)))
+        return check_ks(v)

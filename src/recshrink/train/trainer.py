@@ -127,7 +127,8 @@ class _Step(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
-def _state_digest(model: nn.Module) -> str:
+def state_digest(model: nn.Module) -> str:
+    """A short hash of a module's state (weights and buffers)."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
@@ -302,7 +303,7 @@ def fit(
     digests: list[str] = []
     if world > 1:
         gathered: list = [None] * world
-        dist.all_gather_object(gathered, _state_digest(model))
+        dist.all_gather_object(gathered, state_digest(model))
         digests = [str(d) for d in gathered]
     return TrainResult(
         best_epoch=best_epoch,
