@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -37,10 +38,10 @@ def test_resume_matches_uninterrupted(tiny, tmp_path):
     data, split = tiny
     cfg = TrainConfig(epochs=4, batch_size=32, num_negatives=20, patience=10)
 
-    def run(work, hook=None):
+    def run(work, hook=None, c=cfg):
         torch.manual_seed(0)
         model = build_model("gru", data.num_items, dim=12, max_len=15)
-        res = fit(model, split, cfg, work, batch_hook=hook, progress=False, run_key="k")
+        res = fit(model, split, c, work, batch_hook=hook, progress=False, run_key="k")
         return model, res
 
     full, _ = run(tmp_path / "a")
@@ -56,7 +57,8 @@ def test_resume_matches_uninterrupted(tiny, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "b", interrupt)
-    resumed, res = run(tmp_path / "b")
+    # a new time budget or thread count does not start the run over
+    resumed, res = run(tmp_path / "b", c=dataclasses.replace(cfg, max_minutes=60.0, threads=1))
     assert res.resumed_from == 2 and res.epochs == 4
     for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), k

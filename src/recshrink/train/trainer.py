@@ -188,8 +188,11 @@ def fit(
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     state_path, best_path = work / "train_state.pt", work / "best.safetensors"
+    # what identifies the run: a different time budget, thread count or device may resume it
+    ident = {k: v for k, v in asdict(cfg).items()
+             if k not in ("max_minutes", "threads", "device", "eval_batch_size")}  # fmt: skip
     key = hashlib.sha256(
-        (run_key + json.dumps(asdict(cfg), sort_keys=True, default=str) + str(world)).encode()
+        (run_key + json.dumps(ident, sort_keys=True, default=str) + str(world)).encode()
     ).hexdigest()[:16]
 
     model.to(device)
