@@ -227,7 +227,8 @@ def train(model_name, out, args, progress, data_path, fmt, attributes, item_path
     ds = load_dataset(dspec)
     split = leave_one_out(ds, dspec.max_len, dspec.shift_window)
     model, summary = train_or_load(spec, ds, split, out, max_len=dspec.max_len, progress=progress)
-    _finish(out, spec.label, model, ds, split, summary, "teacher", spec.train.device)
+    role = "teacher" if model.arch == "sasrec" else "baseline"  # a student trained alone
+    _finish(out, spec.label, model, ds, split, summary, role, spec.train.device)
 
 
 @main.command()
