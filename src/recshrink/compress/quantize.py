@@ -95,10 +95,11 @@ class QuantizedEmbedding(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        codes = self.codes
-        if self.bits == 4:
-            codes = torch.stack([codes & 15, codes >> 4], dim=-1).flatten(-2)[:, : self.dim]
-        return codes.float() * self.scale + self.offset  # [R, D]
+        codes = self.codes.float()  # [R, D] (INT4: [R, ceil(D / 2)])
+        if self.bits == 4:  # unpack with float arithmetic: exact for 0..255 and ONNX-friendly
+            high = torch.floor(codes / 16.0)
+            codes = torch.stack([codes - 16.0 * high, high], dim=-1).flatten(-2)[:, : self.dim]
+        return codes * self.scale + self.offset  # [R, D]
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         rows = F.embedding(ids, self.weight)  # [..., D]
