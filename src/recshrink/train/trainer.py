@@ -239,7 +239,8 @@ def fit(
 
     t0 = time.perf_counter()
     done = bad >= cfg.patience or start >= cfg.epochs
-    bar = tqdm(total=cfg.epochs, initial=start, desc=desc, disable=not progress or rank != 0,
+    hide = None if progress and rank == 0 else True  # None: tqdm turns itself off without a TTY
+    bar = tqdm(total=cfg.epochs, initial=start, desc=desc, disable=hide,
                leave=False, dynamic_ncols=True)  # fmt: skip
     epoch = start
     while not done:
