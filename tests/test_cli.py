@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from recshrink.cli import main
+from cli_helpers import assert_user_error, invoke
 from recshrink.models.io import load_model
 
 RECSHRINK = Path(sys.executable).with_name("recshrink")
@@ -41,24 +40,6 @@ def tiny_sequences(users: int = 30, items: int = 20) -> dict[str, list[str]]:
 def write_s3rec(path: Path, seqs: dict[str, list[str]]) -> Path:
     path.write_text("".join(f"{u} {' '.join(s)}\n" for u, s in seqs.items()))
     return path
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_user_error(result, *needles: str) -> str:
-    """Exit 2, one printed line (stdout and stderr together) ``error: ...``, no traceback."""
-    out = result.output
-    assert result.exit_code == 2, out
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in out
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    assert len(lines) == 1, out
-    assert lines[0].startswith("error: "), out
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def assert_process_user_error(proc: subprocess.CompletedProcess, *needles: str) -> str:

@@ -5,31 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from recshrink.cli import main
+from cli_helpers import assert_user_error, invoke
 from recshrink.errors import RecipeError
 from recshrink.recipe import apply_overrides, load_recipe, parse_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_user_error(result, *needles: str) -> str:
-    out = result.output
-    assert result.exit_code == 2, out
-    assert isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in out
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    assert len(lines) == 1, out
-    assert lines[0].startswith("error: "), out
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def write(tmp_path: Path, text: str, name: str = "r.yaml") -> Path:

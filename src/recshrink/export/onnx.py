@@ -227,16 +227,13 @@ def validate_onnx(
         and score differences of the returned top-K scores.
     """
     from recshrink.metrics import topk_overlap
+    from recshrink.train.evaluate import trim_padding
 
     sess = ort_session(path)
     head = ServingHead(model.eval().cpu(), min(k, model.num_items), mask_history)
     agree, max_diff, sum_diff, n = 0.0, 0.0, 0.0, 0
     for i in range(0, len(histories), batch_size):
-        h = histories[i : i + batch_size]
-        nz = np.flatnonzero((h != 0).any(axis=0))
-        h = h[:, nz[0] :] if len(nz) else h[:, -2:]
-        if h.shape[1] < 2:
-            h = np.pad(h, ((0, 0), (1, 0)))
+        h = trim_padding(histories[i : i + batch_size], min_len=2)  # the graph takes L >= 2
         o_scores, o_ids = sess.run(["scores", "ids"], {"seq": h.astype(np.int64)})
         with torch.inference_mode():
             t_scores, t_ids = head(torch.from_numpy(h))

@@ -25,10 +25,15 @@ def model_scorer(model: SeqRecModel, device: str | torch.device = "cpu") -> Scor
     return score
 
 
-def _trim_batch(hist: np.ndarray) -> np.ndarray:
-    """Drop leading all-padding columns (every model is padding-invariant)."""
+def trim_padding(hist: np.ndarray, min_len: int = 1) -> np.ndarray:
+    """Drop leading all-padding columns, keeping at least ``min_len`` (models are
+    padding-invariant); pads on the left when the batch is narrower than ``min_len``."""
     nonzero = np.flatnonzero((hist != 0).any(axis=0))
-    return hist[:, nonzero[0] :] if len(nonzero) else hist[:, -1:]
+    start = nonzero[0] if len(nonzero) else hist.shape[1]
+    hist = hist[:, min(start, max(0, hist.shape[1] - min_len)) :]
+    if hist.shape[1] < min_len:
+        hist = np.pad(hist, ((0, 0), (min_len - hist.shape[1], 0)))
+    return hist
 
 
 def evaluate(
@@ -59,7 +64,7 @@ def evaluate(
     order = np.argsort([int((h != 0).sum()) for h in eval_set.histories], kind="stable")
     for i in range(0, len(order), batch_size):
         rows = order[i : i + batch_size]
-        hist = _trim_batch(eval_set.histories[rows])
+        hist = trim_padding(eval_set.histories[rows])
         hist_t = torch.from_numpy(hist)
         targets = torch.from_numpy(eval_set.targets[rows])
         scores = mask_scores(score_fn(hist_t), hist_t, mask_history)  # [B, N+1]

@@ -71,6 +71,16 @@ def item_popularity(train: list[np.ndarray], num_items: int) -> torch.Tensor:
     return torch.from_numpy(counts)
 
 
+def sampling_probs(popularity: torch.Tensor) -> torch.Tensor:
+    """Add-one smoothed popularity distribution ``[N + 1]`` for sampling negatives.
+
+    The padding id 0 gets probability 0: it is never drawn as a negative.
+    """
+    counts = popularity.float() + 1.0
+    counts[0] = 0.0
+    return counts / counts.sum()
+
+
 def ground_truth_loss(
     cfg: TrainConfig, popularity: torch.Tensor | None = None
 ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor, dict, torch.Tensor], torch.Tensor]:
@@ -84,8 +94,7 @@ def ground_truth_loss(
     if cfg.loss == "sampled" and cfg.negatives == "popularity":
         if popularity is None:
             raise ValueError("popularity sampling needs item popularity")
-        probs = (popularity + 1.0) / (popularity + 1.0).sum()
-        log_q = torch.log(probs * cfg.num_negatives).float()
+        log_q = torch.log(sampling_probs(popularity) * cfg.num_negatives)
 
     def gt(hs: torch.Tensor, ts: torch.Tensor, table: torch.Tensor, batch: dict,
            sel: torch.Tensor) -> torch.Tensor:  # fmt: skip
@@ -201,9 +210,7 @@ def fit(
         raise RecshrinkError("no user has 2 or more training items: nothing to train on")
     popularity = item_popularity(split.train, model.num_items)
     loss_fn = loss_fn or next_item_loss(cfg, popularity)
-    probs = None
-    if cfg.negatives == "popularity":
-        probs = ((popularity + 1.0) / (popularity + 1.0).sum()).float()
+    probs = sampling_probs(popularity) if cfg.negatives == "popularity" else None
     core = _Step(model, loss_fn)  # a loss that is an nn.Module trains its own parameters too
     opt = torch.optim.AdamW(core.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
