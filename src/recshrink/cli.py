@@ -317,6 +317,278 @@ def run(recipe_path, out, overrides, progress) -> None:
     click.echo(f"report: {out / 'report.json'} ({report['seconds']:.0f} s)")
 
 
+def _load_with_data(model_path: Path, kw: dict):
+    """Load a model and the data it was trained on (checked to match)."""
+    from recshrink.data.split import leave_one_out
+    from recshrink.models.io import load_model
+    from recshrink.pipeline import check_compatible, load_dataset
+
+    model, meta = load_model(model_path)
+    dspec = _data_spec(**kw)
+    ds = load_dataset(dspec)
+    check_compatible(model, ds, str(model_path))
+    return model, meta, ds, leave_one_out(ds, dspec.max_len, dspec.shift_window)
+
+
+def _compare_entry(label, model, path, metrics, parent_metrics, agreement, extra=None) -> dict:
+    from recshrink.models.io import artifact_bytes
+
+    entry = {"params": model.num_params() if model is not None else None,
+             "size_bytes": artifact_bytes(path), "artifact": str(path),
+             "metrics": metrics, "agreement@10": agreement,
+             "retention": round(metrics["ndcg@10"] / max(parent_metrics["ndcg@10"], 1e-12), 4)}
+    entry.update(extra or {})
+    click.echo(f"{label}: size {entry['size_bytes']:,} B, ndcg@10 {metrics['ndcg@10']:.4f} "
+               f"(retention {entry['retention']:.3f}), f1@10 {metrics['f1@10']:.4f}, "
+               f"agreement@10 {agreement:.3f}")  # fmt: skip
+    return entry
+
+
+@main.command()
+@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path),
+              help="Trained model directory (or .pt) to prune.")
+@_data_options
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Pruned model directory.")
+@click.option("--ratio", type=float, default=0.5, show_default=True,
+              help="Fraction of channels to remove from every prunable unit.")
+@click.option("--layer", "layers", multiple=True,
+              help="Per-module ratio NAME=RATIO by dotted-name prefix, e.g. blocks.1.ffn=0.6.")
+@click.option("--importance", type=click.Choice(["magnitude", "taylor"]), default="taylor",
+              show_default=True)
+@click.option("--steps", "n_steps", type=int, default=1, show_default=True,
+              help="Prune in this many steps, each followed by recovery.")
+@click.option("--recover", type=click.Choice(["distill", "finetune", "none"]), default="distill",
+              show_default=True, help="Recovery after each step.")
+@click.option("--sparsity", type=click.Choice(["structured", "unstructured", "2:4"]),
+              default="structured", show_default=True)
+@click.option("--targets", default="ffn,heads,hidden,channels", show_default=True,
+              help="Units to prune (ffn, heads: SASRec; hidden: GRU/LSTM; channels: CNN).")
+@click.option("--kd", "kd", multiple=True, help="Recovery distillation setting KEY=VALUE.")
+@_train_options
+def prune(model_path, out, ratio, layers, importance, n_steps, recover, sparsity, targets, kd, args,
+          progress, data_path, fmt, attributes, item_path, kcore, max_len, csv_columns, sep,
+          **train_kw) -> None:  # fmt: skip
+    """Structured pruning (or sparsity) with recovery training; reports the cost in NDCG/F1."""
+    from pydantic import ValidationError
+
+    from recshrink.compress.distill import DistillConfig
+    from recshrink.compress.prune import PruneConfig
+    from recshrink.fsutil import write_json
+    from recshrink.pipeline import prune_model, test_metrics
+    from recshrink.recipe import EvalSpec, format_validation_error
+    from recshrink.train.config import TrainConfig
+    from recshrink.train.evaluate import model_scorer, scorer_agreement
+
+    try:
+        cfg = PruneConfig(ratio=ratio, layers=_key_values(layers, "--layer"), importance=importance,
+                          steps=n_steps, recover=recover, sparsity=sparsity,
+                          targets=tuple(t.strip() for t in targets.split(",") if t.strip()))
+        train_cfg = TrainConfig(**train_kw)
+        kd_cfg = DistillConfig(**_key_values(kd, "--kd"))
+    except ValidationError as exc:
+        raise RecshrinkError(format_validation_error(exc, "options")) from None
+    if args:
+        raise RecshrinkError("--arg: builder arguments do not apply to pruning")
+    _check_out(out, "dir")
+    kw = dict(data_path=data_path, fmt=fmt, attributes=attributes, item_path=item_path,
+              kcore=kcore, max_len=max_len, csv_columns=csv_columns, sep=sep)
+    parent, meta, ds, split = _load_with_data(model_path, kw)
+    pruned, summary = prune_model(parent, str(model_path), meta.steps, cfg, ds, split, out,
+                                  train_cfg=train_cfg, distill_cfg=kd_cfg,
+                                  cache_dir=out.parent / ".teacher-cache", progress=progress)
+    ev = EvalSpec()
+    m_parent, m_pruned = test_metrics(parent, ds, split, ev), test_metrics(pruned, ds, split, ev)
+    agree = scorer_agreement(model_scorer(pruned), model_scorer(parent), split.test.histories)
+    report = {"parent": {"artifact": str(model_path), "params": parent.num_params(),
+                         "metrics": m_parent},
+              "pruned": _compare_entry("pruned", pruned, out, m_pruned, m_parent, agree,
+                                       {"parent": str(model_path), "steps": [cfg.step()],
+                                        "prune": summary})}  # fmt: skip
+    write_json(out / "report.json", report)
+    click.echo(f"params {parent.num_params():,} -> {pruned.num_params():,}; written to {out}")
+
+
+@main.command()
+@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path),
+              help="Model directory (row-wise modes, or exported first) or an exported .onnx.")
+@_data_options
+@click.option("--mode", type=click.Choice(["rowwise-int8", "rowwise-int4", "dynamic", "static",
+                                           "fp16"]), default="dynamic", show_default=True,
+              help="rowwise-*: item table in PyTorch (writes a model directory); dynamic/static "
+                   "INT8 and fp16: ONNX Runtime on the exported graph (writes an .onnx).")
+@click.option("--calibration", type=click.Choice(["minmax", "entropy", "percentile"]),
+              default="minmax", show_default=True, help="Static INT8 calibration method.")
+@click.option("--per-channel", is_flag=True, help="Per-channel weight scales.")
+@click.option("--op-types", default="MatMul", show_default=True,
+              help="Comma-separated operators to quantize.")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime threads for evaluation.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Output model directory (row-wise) or .onnx file.")
+def quantize(model_path, mode, calibration, per_channel, op_types, threads, out, **kw) -> None:
+    """Quantize a model and report size, NDCG@10/F1@10 and top-10 agreement before and after."""
+    import tempfile
+
+    from pydantic import ValidationError
+
+    from recshrink.compress.quantize import OnnxQuantConfig, RowwiseConfig, quantize_item_table
+    from recshrink.fsutil import write_json
+    from recshrink.models.io import load_model, save_model
+    from recshrink.pipeline import (
+        check_compatible, export_checked, load_dataset, quantize_file, test_metrics,
+    )  # fmt: skip
+    from recshrink.recipe import EvalSpec, format_validation_error
+    from recshrink.train.evaluate import model_scorer, scorer_agreement
+
+    ev = EvalSpec()
+    if mode.startswith("rowwise"):
+        if model_path.suffix == ".onnx":
+            raise RecshrinkError(f"{model_path}: row-wise modes take a model directory")
+        _check_out(out, "dir")
+        model, meta, ds, split = _load_with_data(model_path, kw)
+        cfg = RowwiseConfig(bits=int(mode[-1]))
+        parent_metrics = test_metrics(model, ds, split, ev)
+        parent_scorer = model_scorer(load_model(model_path)[0])
+        q = quantize_item_table(model, cfg)
+        save_model(q, out, item_ids=meta.item_ids, data_fingerprint=meta.data_fingerprint,
+                   steps=[*meta.steps, cfg.step()], extra={**meta.extra, "parent": str(model_path)})
+        metrics = test_metrics(q, ds, split, ev)
+        agree = scorer_agreement(model_scorer(q), parent_scorer, split.test.histories)
+        entry = _compare_entry(mode, q, out, metrics, parent_metrics, agree,
+                               {"parent": str(model_path), "steps": [*meta.steps, cfg.step()]})
+        write_json(out / "report.json", {"parent": {"artifact": str(model_path),
+                                                    "metrics": parent_metrics}, "quantized": entry})
+        return
+    if out.suffix != ".onnx":
+        raise RecshrinkError(f"{out}: ONNX quantization writes an .onnx file")
+    _check_out(out, "file")
+    try:
+        cfg = OnnxQuantConfig(mode=mode, calibration=calibration, per_channel=per_channel,
+                              op_types=tuple(o.strip() for o in op_types.split(",") if o.strip()))
+    except ValidationError as exc:
+        raise RecshrinkError(format_validation_error(exc, "options")) from None
+    from recshrink.data.split import leave_one_out
+
+    dspec = _data_spec(**kw)
+    ds = load_dataset(dspec)
+    split = leave_one_out(ds, dspec.max_len, dspec.shift_window)
+    with tempfile.TemporaryDirectory(prefix="recshrink-q-") as tmp:
+        src = model_path
+        if model_path.suffix != ".onnx":
+            model, meta = load_model(model_path)
+            check_compatible(model, ds, str(model_path))
+            src = Path(tmp) / "fp32.onnx"
+            export_checked(model, src, split, steps=meta.steps, item_ids=meta.item_ids,
+                           popular=meta.extra.get("popular", []))
+        res = quantize_file(src, out, cfg, ds, split, ev, threads)
+        from recshrink.export.runtime import sidecar_path
+
+        if sidecar_path(src).is_file():
+            sidecar_path(out).write_text(sidecar_path(src).read_text())
+    click.echo(f"{mode}: {res['before']['bytes']:,} B -> {res['after']['bytes']:,} B "
+               f"({res['size_ratio']:.1%}); ndcg@10 {res['before']['metrics']['ndcg@10']:.4f} -> "
+               f"{res['after']['metrics']['ndcg@10']:.4f}; agreement@10 {res['agreement@10']:.3f}")
+    write_json(out.with_name(out.stem + ".report.json"), res)
+
+
+@main.command("export")
+@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path),
+              help="Model directory (or .pt); for tensorrt also an .onnx file.")
+@_data_options
+@click.option("--format", "target", type=click.Choice(["onnx", "tensorrt", "aoti"]),
+              default="onnx", show_default=True)
+@click.option("--quantized", type=click.Choice(["none", "dynamic", "static", "fp16"]),
+              default="none", show_default=True, help="ONNX Runtime quantization after export.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16",
+              show_default=True, help="TensorRT engine precision.")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Items per user in the graph.")
+@click.option("--min-agreement", type=float, default=0.99, show_default=True,
+              help="Fail below this top-10 agreement with PyTorch (fp32 ONNX).")
+@click.option("--device", default="cpu", show_default=True, help="AOTInductor target device.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output file.")
+def export_cmd(model_path, target, quantized, precision, k, min_agreement, device, out, **kw) -> None:
+    """Export a model: ONNX (validated against PyTorch), a TensorRT engine, or an AOTInductor package."""
+    from recshrink.export.onnx import OnnxExportConfig
+    from recshrink.fsutil import write_json
+
+    _check_out(out, "file")
+    if target == "tensorrt":
+        from recshrink.export.tensorrt import TensorRTConfig, build_engine, opt_length
+
+        src = model_path
+        if model_path.suffix != ".onnx":
+            raise RecshrinkError("--format tensorrt takes an exported .onnx (export it first)")
+        model = None
+        from recshrink.data.split import leave_one_out
+        from recshrink.pipeline import load_dataset
+
+        dspec = _data_spec(**kw)
+        split = leave_one_out(load_dataset(dspec), dspec.max_len, dspec.shift_window)
+        build_engine(src, out, TensorRTConfig(precision=precision,
+                                              opt_len=opt_length(split.test.histories)))
+        click.echo(f"engine written to {out}")
+        return
+    model, meta, ds, split = _load_with_data(model_path, kw)
+    popular = meta.extra.get("popular", [])
+    if target == "aoti":
+        from recshrink.export.runtime import export_aoti
+
+        export_aoti(model, out, k=k, device=device, item_ids=meta.item_ids, popular=popular)
+        click.echo(f"AOTInductor package written to {out}")
+        return
+    if out.suffix != ".onnx":
+        raise RecshrinkError(f"{out}: expected a .onnx file name")
+    from recshrink.pipeline import export_checked, quantize_file
+    from recshrink.recipe import EvalSpec
+
+    cfg = OnnxExportConfig(k=k, min_agreement=min_agreement, full_scores=True)
+    if quantized == "none":
+        info = export_checked(model, out, split, steps=meta.steps, item_ids=meta.item_ids,
+                              popular=popular, cfg=cfg)
+    else:
+        from recshrink.compress.quantize import OnnxQuantConfig
+        from recshrink.export.runtime import sidecar_path
+
+        fp32 = out.with_name(out.stem + ".fp32.onnx")
+        export_checked(model, fp32, split, steps=meta.steps, item_ids=meta.item_ids,
+                       popular=popular, cfg=cfg)
+        info = quantize_file(fp32, out, OnnxQuantConfig(mode=quantized), ds, split, EvalSpec())
+        sidecar_path(out).write_text(sidecar_path(fp32).read_text())
+    write_json(out.with_name(out.stem + ".export.json"), info)
+    click.echo(json.dumps({k2: v for k2, v in info.items() if k2 not in ("before", "after")}))
+
+
+@main.command()
+@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path),
+              help="Artifact: .onnx, .engine/.plan, .pt2, or a model directory.")
+@click.option("--history", "histories", multiple=True, required=True,
+              help='A history of raw item ids, oldest first, e.g. "3 17 42" (repeatable).')
+@click.option("-k", "k", type=int, default=10, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def recommend(model_path, histories, k, device) -> None:
+    """Top-k items for one or more histories, from any exported artifact."""
+    from recshrink.export.runtime import Predictor
+
+    parsed = []
+    for h in histories:
+        ids = []
+        for tok in h.replace(",", " ").split():
+            try:
+                ids.append(int(tok))
+            except ValueError:
+                raise RecshrinkError(f"--history {h!r}: {tok!r} is not an integer item id") from None
+        parsed.append(ids)
+    pred = Predictor.load(model_path, device=device)
+    try:
+        rec = pred.recommend(parsed, k)
+    except ValueError as exc:
+        raise RecshrinkError(str(exc)) from None
+    for h, ids, sc in zip(histories, rec.ids, rec.scores):
+        click.echo(json.dumps({"history": h, "items": ids,
+                               "scores": [None if s != s else round(float(s), 4) for s in sc]}))
+    if rec.unknown:
+        click.echo(f"note: {rec.unknown} unknown item id(s) skipped", err=True)
+
+
 @main.group(cls=_Group)
 def recipe() -> None:
     """Work with recipes."""

@@ -6,6 +6,7 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from recshrink import __version__
@@ -19,10 +20,14 @@ from recshrink.metrics import topk_overlap
 from recshrink.models import build_model
 from recshrink.models.base import SeqRecModel
 from recshrink.models.io import artifact_bytes, load_model, save_model
-from recshrink.compress.distill import distill
+from recshrink.compress.distill import DistillConfig, distill
+from recshrink.compress.prune import PruneConfig
 from recshrink.recipe import DataSpec, EvalSpec, ModelSpec, Recipe, StudentSpec
 from recshrink.train.evaluate import evaluate, model_scorer
-from recshrink.train.trainer import TrainResult, fit
+from recshrink.train.config import TrainConfig
+from recshrink.train.trainer import (
+    TrainResult, fit, item_popularity, next_item_loss, state_digest,
+)  # fmt: skip
 
 
 def load_dataset(spec: DataSpec) -> InteractionData:
@@ -108,6 +113,12 @@ def model_entry(
     return entry
 
 
+def popular_items(split: Split, num_items: int, n: int = 100) -> list[int]:
+    """The ``n`` most frequent items of the training split (answers for empty histories)."""
+    pop = item_popularity(split.train, num_items)
+    return [int(i) for i in torch.argsort(pop, descending=True, stable=True)[:n] if pop[i] > 0]
+
+
 def check_compatible(model: SeqRecModel, data: InteractionData, where: str) -> None:
     """Refuse a model whose catalogue does not match the data.
 
@@ -167,7 +178,8 @@ def train_or_load(
         summary["rank_digests"] = result.rank_digests
     model.cpu()
     save_model(model, out_dir, item_ids=data.item_ids, data_fingerprint=data.fingerprint(),
-               extra={"train": {k: v for k, v in summary.items() if k != "history"}})  # fmt: skip
+               extra={"train": {k: v for k, v in summary.items() if k != "history"},
+                      "popular": popular_items(split, data.num_items)})  # fmt: skip
     return model, summary
 
 
@@ -202,8 +214,152 @@ def distill_student(
             "config": dict(vars(spec.distill))}  # fmt: skip
     student.cpu()
     save_model(student, out_dir, item_ids=data.item_ids, data_fingerprint=data.fingerprint(),
-               steps=[step], extra={"train": {k: v for k, v in summary.items() if k != "history"}})
+               steps=[step], extra={"train": {k: v for k, v in summary.items() if k != "history"},
+                                    "popular": popular_items(split, data.num_items)})  # fmt: skip
     return student, summary
+
+
+def prune_model(
+    parent: SeqRecModel,
+    parent_label: str,
+    parent_steps: list[dict],
+    cfg: PruneConfig,
+    data: InteractionData,
+    split: Split,
+    out_dir: Path,
+    *,
+    train_cfg: TrainConfig,
+    distill_cfg: DistillConfig | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> tuple[SeqRecModel, dict]:
+    """Prune ``parent`` with recovery after each step and save it to ``out_dir``.
+
+    Recovery is ``cfg.recover``: distillation from the unpruned ``parent`` (``distill_cfg``,
+    default ground truth 0.1 + top-M logit KD 0.9), fine-tuning on the ground truth, or none.
+    Each recovery is a resumable training run under ``out_dir/work/step<N>``.
+
+    Returns:
+        The pruned model and a summary (per-step sizes, params, recovery epochs and seconds).
+    """
+    from recshrink.compress.prune import prune
+    from recshrink.data.split import bucket_batches, training_pairs
+
+    t0 = time.perf_counter()
+    recoveries: list[dict] = []
+    key = f"prune|{state_digest(parent)}|{cfg}|{data.fingerprint()}"
+
+    def recover(pruned: SeqRecModel, original: SeqRecModel, step: int) -> None:
+        work = out_dir / "work" / f"step{step}"
+        if cfg.recover == "distill":
+            result, _ = distill(original, pruned, split, train_cfg, distill_cfg or DistillConfig(),
+                                work, cache_dir=cache_dir, item_attrs=data.item_attrs,
+                                run_key=f"{key}|{step}", progress=progress,
+                                desc=f"recover {step}/{cfg.steps}")  # fmt: skip
+        else:
+            result = fit(pruned, split, train_cfg, work, item_attrs=data.item_attrs,
+                         run_key=f"{key}|{step}", progress=progress,
+                         desc=f"recover {step}/{cfg.steps}")  # fmt: skip
+        pruned.cpu().eval()
+        recoveries.append({"step": step, "epochs": result.epochs, "best_epoch": result.best_epoch,
+                           "seconds": round(result.seconds, 2),
+                           "valid_ndcg@10": result.best_valid.get("ndcg@10")})  # fmt: skip
+
+    def batches() -> list[dict]:
+        windows = training_pairs(split.train, parent.max_len)
+        rng = np.random.default_rng(train_cfg.seed)
+        return bucket_batches(windows, train_cfg.batch_size, rng)[: cfg.taylor_batches]
+
+    loss = next_item_loss(TrainConfig(loss="ce"))
+    pruned, summary = prune(parent, cfg, recover=None if cfg.recover == "none" else recover,
+                            taylor_batches=batches, loss_fn=loss)  # fmt: skip
+    summary["recovery"] = recoveries
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    step = {**cfg.step(), "parent": parent_label}
+    save_model(pruned, out_dir, item_ids=data.item_ids, data_fingerprint=data.fingerprint(),
+               steps=[*parent_steps, step],
+               extra={"parent": parent_label, "prune": summary,
+                      "popular": popular_items(split, data.num_items)})  # fmt: skip
+    return pruned, summary
+
+
+def export_checked(
+    model: SeqRecModel,
+    path: Path,
+    split: Split,
+    *,
+    steps: list[dict],
+    item_ids: list[str],
+    popular: list[int],
+    cfg: "OnnxExportConfig | None" = None,
+) -> dict:
+    """Export ``model`` to ONNX, validate it on test histories, and gate on agreement.
+
+    The file is written under a temporary name; if top-10 agreement with PyTorch is below
+    ``cfg.min_agreement`` it is removed and the export fails.
+
+    Returns:
+        The ``export`` block of report.json.
+
+    Raises:
+        RecshrinkError: The exporter failed or agreement is below the threshold.
+    """
+    from recshrink.export.onnx import OnnxExportConfig, export_onnx, validate_onnx
+    from recshrink.export.runtime import id_map_fingerprint, write_sidecar
+
+    cfg = cfg or OnnxExportConfig(full_scores=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.unvalidated")
+    try:
+        export_onnx(model, tmp, cfg, metadata={"steps": steps,
+                                               "id_map_fingerprint": id_map_fingerprint(item_ids)})
+        hist = split.test.histories[: cfg.validate_users] if cfg.validate_users else None
+        check = validate_onnx(tmp, model, hist) if hist is not None and len(hist) else {}
+        if check and check["agreement@10"] < cfg.min_agreement:
+            raise RecshrinkError(
+                f"{path}: ONNX top-10 agreement with PyTorch {check['agreement@10']:.4f} is below "
+                f"{cfg.min_agreement} (max |diff| {check['max_abs_diff']:.3g}); no file written"
+            )
+        write_sidecar(path, item_ids, popular)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    from recshrink.export.compat import trt_compatibility
+
+    return {"format": "onnx", "path": str(path), "bytes": path.stat().st_size,
+            "agreement@10": check.get("agreement@10"), "max_abs_diff": check.get("max_abs_diff"),
+            "trt_compatible": trt_compatibility(path)["compatible"]}  # fmt: skip
+
+
+def quantize_file(
+    src: Path,
+    dst: Path,
+    cfg: "OnnxQuantConfig",
+    data: InteractionData,
+    split: Split,
+    ev: EvalSpec,
+    threads: int | None = None,
+) -> dict:
+    """Quantize an exported ONNX file and measure it against its source through ONNX Runtime.
+
+    Returns:
+        ``{"step", "before": {"bytes", "metrics"}, "after": {...}, "agreement@10"}``.
+    """
+    from recshrink.compress.quantize import quantize_onnx
+    from recshrink.export.onnx import onnx_scorer
+    from recshrink.train.evaluate import scorer_agreement
+
+    quantize_onnx(src, dst, cfg, split.valid.histories)
+    before, after = onnx_scorer(src, threads), onnx_scorer(dst, threads)
+    m_before = evaluate(before, split.test, data.item_attrs, ev.ks, ev.mask_history, ev.batch_size)
+    m_after = evaluate(after, split.test, data.item_attrs, ev.ks, ev.mask_history, ev.batch_size)
+    return {
+        "step": cfg.step(), "path": str(dst),
+        "before": {"path": str(src), "bytes": src.stat().st_size, "metrics": _round(m_before)},
+        "after": {"path": str(dst), "bytes": dst.stat().st_size, "metrics": _round(m_after)},
+        "size_ratio": round(dst.stat().st_size / src.stat().st_size, 4),
+        "agreement@10": scorer_agreement(before, after, split.test.histories, 10, ev.mask_history),
+    }  # fmt: skip
 
 
 def test_metrics(model: SeqRecModel, data: InteractionData, split: Split, ev: EvalSpec) -> dict:

@@ -24,6 +24,9 @@ from recshrink.fsutil import atomic_path
 from recshrink.models.base import SeqRecModel
 
 
+FOLD_LIMIT = 1024  # largest constant (elements) the exporter may fold into a new initializer
+
+
 @dataclass(frozen=True)
 class OnnxExportConfig:
     """How to export (validated on construction).
@@ -163,8 +166,15 @@ def export_onnx(
                 head, (example,), dynamo=True, opset_version=cfg.opset,
                 input_names=["seq"], output_names=outputs,
                 dynamic_shapes={"seq": {0: Dim("batch"), 1: Dim("seq_len", min=2, max=max_len)}},
-                verbose=False,
+                verbose=False, optimize=False,
             )  # fmt: skip
+            # the exporter's default optimization folds constants up to 512 x 512 elements: an
+            # item table under that size would be stored again transposed (fp32), and a
+            # quantized table dequantized back to fp32. Fold only small constants.
+            import onnxscript
+
+            onnxscript.optimizer.optimize(prog.model, input_size_limit=FOLD_LIMIT,
+                                          output_size_limit=FOLD_LIMIT)
     except Exception as exc:  # the exporter raises many types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RecshrinkError(f"ONNX export of {model.arch} failed: {first[:300]}") from None
@@ -184,12 +194,59 @@ def export_onnx(
             "outputs": ",".join(outputs),
             **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()},
         }  # fmt: skip
+        for node in proto.graph.node:  # the exporter's per-node debug records (~5% of a d64 file)
+            del node.metadata_props[:]
+        fuse_dequantize(proto)
         del proto.metadata_props[:]
         for k, v in meta.items():
             proto.metadata_props.add(key=k, value=v)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
     return out
+
+
+def fuse_dequantize(proto) -> int:
+    """Rewrite ``Cast(int8 table) * scale[R, 1]`` into ``DequantizeLinear(table, scale[R], axis=0)``.
+
+    The row-wise INT8 item table then reaches the network the way TensorRT accepts quantized
+    weights (and ONNX Runtime dequantizes it in one kernel). Returns the number of rewrites.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    done = 0
+    for cast in list(graph.node):
+        if cast.op_type != "Cast" or cast.input[0] not in inits:
+            continue
+        codes = inits[cast.input[0]]
+        users = consumers.get(cast.output[0], [])
+        if codes.data_type != TensorProto.INT8 or len(codes.dims) != 2 or len(users) != 1:
+            continue
+        mul = users[0]
+        if mul.op_type != "Mul":
+            continue
+        other = mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0]
+        scale = inits.get(other)
+        if scale is None or list(scale.dims) != [codes.dims[0], 1]:
+            continue
+        flat = numpy_helper.from_array(numpy_helper.to_array(scale).reshape(-1),
+                                       name=other + "_rows")  # fmt: skip
+        graph.initializer.append(flat)
+        dq = helper.make_node("DequantizeLinear", [codes.name, flat.name], [mul.output[0]],
+                              name=f"{cast.name}_dequantize", axis=0)  # fmt: skip
+        idx = list(graph.node).index(cast)
+        graph.node.remove(cast)
+        graph.node.remove(mul)
+        graph.node.insert(idx, dq)
+        if len(consumers.get(other, [])) == 1:
+            graph.initializer.remove(scale)
+        done += 1
+    return done
 
 
 def onnx_metadata(path: str | Path) -> dict[str, str]:
@@ -247,3 +304,34 @@ def validate_onnx(
         n += len(h)
     return {"agreement@10": round(agree / max(1, n), 6), "max_abs_diff": max_diff,
             "mean_abs_diff": sum_diff / max(1, n), "users": n}  # fmt: skip
+
+
+def onnx_scorer(path: str | Path, threads: int | None = None):
+    """A score function for :func:`recshrink.train.evaluate.evaluate` that runs the ONNX file.
+
+    Uses the graph's ``all_scores`` output when it has one (exact full ranking). A top-K-only
+    graph gives its K items their scores and every other item ``-inf``, so metrics at cut-offs
+    up to K are exact and the full MRR counts ranks beyond K as K + 1.
+    """
+    sess = ort_session(path, threads)
+    names = [o.name for o in sess.get_outputs()]
+    meta = onnx_metadata(path)
+    n = int(meta.get("num_items", "0")) + 1
+
+    def score(hist: torch.Tensor) -> torch.Tensor:
+        h = trim_for_graph(hist.numpy())
+        if "all_scores" in names:
+            return torch.from_numpy(sess.run(["all_scores"], {"seq": h})[0])
+        top, ids = sess.run(["scores", "ids"], {"seq": h})
+        out = torch.full((len(h), n), float("-inf"))
+        out.scatter_(1, torch.from_numpy(ids), torch.from_numpy(top))
+        return out
+
+    return score
+
+
+def trim_for_graph(hist: np.ndarray) -> np.ndarray:
+    """Histories as the exported graph takes them: int64, sequence length >= 2."""
+    from recshrink.train.evaluate import trim_padding
+
+    return np.ascontiguousarray(trim_padding(np.asarray(hist), min_len=2).astype(np.int64))

@@ -42,9 +42,6 @@ class SeqRecModel(nn.Module):
         nn.init.normal_(self.item_emb.weight, std=dim**-0.5)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
-        pad = torch.zeros(num_items + 1, dtype=torch.bool)
-        pad[0] = True
-        self.register_buffer("pad_column", pad, persistent=False)  # [N+1]
 
     # -- to implement ---------------------------------------------------------------------------
     def forward_all(self, seq: torch.Tensor) -> torch.Tensor:
@@ -72,7 +69,9 @@ class SeqRecModel(nn.Module):
     def score_vectors(self, user: torch.Tensor) -> torch.Tensor:
         """Scores of user vectors against all items: ``[B, D] -> [B, N + 1]``."""
         s = user @ self.item_table().t()  # [B, N+1]
-        return s.masked_fill(self.pad_column, float("-inf"))
+        # column 0 (padding) is never recommended; index_fill keeps exported graphs free of an
+        # [N + 1] mask constant
+        return s.index_fill(1, torch.zeros(1, dtype=torch.long, device=s.device), float("-inf"))
 
     def scores(self, seq: torch.Tensor) -> torch.Tensor:
         """Scores over all items: ``[B, L] -> [B, N + 1]``, column 0 is ``-inf``."""

@@ -49,7 +49,7 @@ class NextItNet(SeqRecModel):
     Args:
         num_items: Number of items N.
         dim: Item-embedding and user-vector size D.
-        channels: Inner channels of each block (default ``dim``).
+        channels: Inner channels of each block (default ``dim``), or one per block (pruned).
         dilations: Dilation of the first convolution of each block (the second uses twice it).
         kernel: Convolution kernel size.
         max_len: Longest history.
@@ -62,7 +62,7 @@ class NextItNet(SeqRecModel):
         self,
         num_items: int,
         dim: int = 64,
-        channels: int | None = None,
+        channels: int | list[int] | None = None,
         dilations: tuple[int, ...] = (1, 2, 4, 8),
         kernel: int = 3,
         max_len: int = 50,
@@ -73,11 +73,14 @@ class NextItNet(SeqRecModel):
         dilations = tuple(int(d) for d in dilations)
         if not dilations or min(dilations) < 1:
             raise ValueError(f"dilations must be positive, got {dilations}")
+        per_block = [channels] * len(dilations) if isinstance(channels, int) else list(channels)
+        if len(per_block) != len(dilations) or min(per_block) < 1:
+            raise ValueError(f"channels must be positive, one per block, got {channels}")
         if kernel < 2:
             raise ValueError(f"kernel must be >= 2, got {kernel}")
         self.builder_args = dict(
             dim=dim,
-            channels=channels,
+            channels=channels if isinstance(channels, int) else [int(c) for c in channels],
             dilations=list(dilations),
             kernel=kernel,
             max_len=max_len,
@@ -85,7 +88,7 @@ class NextItNet(SeqRecModel):
         )
         self.emb_drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            ResidualBlock(dim, channels, kernel, d, dropout) for d in dilations
+            ResidualBlock(dim, c, kernel, d, dropout) for c, d in zip(per_block, dilations)
         )
         self.ln_f = nn.LayerNorm(dim)
 
@@ -100,7 +103,7 @@ class NextItNet(SeqRecModel):
 def nextitnet(
     num_items: int,
     dim: int = 64,
-    channels: int | None = None,
+    channels: int | list[int] | None = None,
     dilations: tuple[int, ...] = (1, 2, 4, 8),
     kernel: int = 3,
     max_len: int = 50,

@@ -37,6 +37,8 @@ class RNNRec(SeqRecModel):
         layers: Number of recurrent layers.
         max_len: Longest history.
         dropout: Dropout on embeddings and between layers.
+        project: Project the hidden state to D with a linear layer (default: when
+            ``hidden != dim``; pruned models keep theirs).
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class RNNRec(SeqRecModel):
         layers: int = 1,
         max_len: int = 50,
         dropout: float = 0.2,
+        project: bool | None = None,
     ) -> None:
         super().__init__(num_items, dim, max_len)
         if cell not in ("gru", "lstm"):
@@ -57,17 +60,22 @@ class RNNRec(SeqRecModel):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         hidden = dim if hidden is None else hidden
+        project = hidden != dim if project is None else project
+        if hidden != dim and not project:
+            raise ValueError(f"hidden {hidden} != dim {dim} needs project=True")
         self.arch = cell
         self.builder_args = dict(
             dim=dim, hidden=hidden, layers=layers, max_len=max_len, dropout=dropout
         )
+        if project and hidden == dim:
+            self.builder_args["project"] = True
         rnn_cls = nn.GRU if cell == "gru" else nn.LSTM
         self.rnn = rnn_cls(
             dim, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
         )
         self.emb_drop = nn.Dropout(dropout)
         self.out_drop = nn.Dropout(dropout)
-        self.proj = nn.Linear(hidden, dim) if hidden != dim else nn.Identity()
+        self.proj = nn.Linear(hidden, dim) if project else nn.Identity()
 
     def forward_all(self, seq: torch.Tensor) -> torch.Tensor:
         to_right, to_left = left_to_right_index(seq)  # [B, L]
@@ -84,9 +92,10 @@ def gru(
     layers: int = 1,
     max_len: int = 50,
     dropout: float = 0.2,
+    project: bool | None = None,
 ) -> RNNRec:
     """Build a GRU student."""
-    return RNNRec(num_items, "gru", dim, hidden, layers, max_len, dropout)
+    return RNNRec(num_items, "gru", dim, hidden, layers, max_len, dropout, project)
 
 
 def lstm(
@@ -96,6 +105,7 @@ def lstm(
     layers: int = 1,
     max_len: int = 50,
     dropout: float = 0.2,
+    project: bool | None = None,
 ) -> RNNRec:
     """Build an LSTM student."""
-    return RNNRec(num_items, "lstm", dim, hidden, layers, max_len, dropout)
+    return RNNRec(num_items, "lstm", dim, hidden, layers, max_len, dropout, project)

@@ -11,25 +11,40 @@ from torch import nn
 from recshrink.models.base import SeqRecModel, timeline_mask
 
 
+def per_layer(value: int | list[int], layers: int, name: str) -> list[int]:
+    """One value per layer from an int (shared) or a list (one per layer, e.g. after pruning)."""
+    vals = [value] * layers if isinstance(value, int) else [int(v) for v in value]
+    if len(vals) != layers:
+        raise ValueError(f"{name} has {len(vals)} entries for {layers} layers")
+    if min(vals) < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return vals
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with separate q/k/v projections (so heads can be pruned).
 
     Args:
         dim: Model width D.
-        heads: Number of heads; ``dim`` must be divisible by it.
+        heads: Number of heads.
         dropout: Attention-probability dropout.
+        head_dim: Width of each head (default ``dim // heads``; ``dim`` must then be divisible
+            by ``heads``). Pruned models keep the original head width with fewer heads.
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, head_dim: int | None = None) -> None:
         super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        if head_dim is None:
+            if dim % heads:
+                raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+            head_dim = dim // heads
         self.heads = heads
-        self.head_dim = dim // heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.out = nn.Linear(dim, dim)
+        self.head_dim = head_dim
+        inner = heads * head_dim
+        self.q = nn.Linear(dim, inner)
+        self.k = nn.Linear(dim, inner)
+        self.v = nn.Linear(dim, inner)
+        self.out = nn.Linear(inner, dim)
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -63,10 +78,11 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     """Pre-LN transformer block."""
 
-    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float,
+                 head_dim: int | None = None) -> None:  # fmt: skip
         super().__init__()
         self.ln1 = nn.LayerNorm(dim)
-        self.attn = CausalSelfAttention(dim, heads, dropout)
+        self.attn = CausalSelfAttention(dim, heads, dropout, head_dim)
         self.ln2 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, ffn_dim, dropout)
         self.drop = nn.Dropout(dropout)
@@ -88,13 +104,14 @@ class SASRec(SeqRecModel):
         num_items: Number of items N.
         dim: Width D.
         layers: Number of transformer blocks.
-        heads: Attention heads per block.
+        heads: Attention heads per block, or a list with one entry per block (pruned models).
         max_len: Longest history.
         dropout: Dropout on embeddings, attention and block outputs.
-        ffn_dim: Feed-forward hidden size (default ``4 * dim``).
+        ffn_dim: Feed-forward hidden size (default ``4 * dim``), or one per block.
         scale_positions: Scale position embeddings by ``sqrt(dim)`` like the item embeddings,
             so that order and identity enter on the same scale. Off by default: on Beauty it
             trailed the unscaled teacher at every epoch measured (docs/benchmarks.md).
+        head_dim: Width of each attention head (default ``dim // heads``).
     """
 
     arch = "sasrec"
@@ -104,27 +121,34 @@ class SASRec(SeqRecModel):
         num_items: int,
         dim: int = 64,
         layers: int = 2,
-        heads: int = 2,
+        heads: int | list[int] = 2,
         max_len: int = 50,
         dropout: float = 0.2,
-        ffn_dim: int | None = None,
+        ffn_dim: int | list[int] | None = None,
         scale_positions: bool = False,
+        head_dim: int | None = None,
     ) -> None:
         super().__init__(num_items, dim, max_len)
-        if layers < 1 or heads < 1:
-            raise ValueError("layers and heads must be >= 1")
+        if layers < 1:
+            raise ValueError("layers must be >= 1")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         ffn_dim = 4 * dim if ffn_dim is None else ffn_dim
+        per_heads = per_layer(heads, layers, "heads")
+        per_ffn = per_layer(ffn_dim, layers, "ffn_dim")
         self.builder_args = dict(
             dim=dim, layers=layers, heads=heads, max_len=max_len, dropout=dropout, ffn_dim=ffn_dim,
             scale_positions=scale_positions,
         )
+        if head_dim is not None:
+            self.builder_args["head_dim"] = head_dim
         self.pos_scale = math.sqrt(dim) if scale_positions else 1.0
         self.pos_emb = nn.Embedding(max_len, dim)
         nn.init.normal_(self.pos_emb.weight, std=dim**-0.5)
         self.emb_drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(dim, heads, ffn_dim, dropout) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            Block(dim, h, f, dropout, head_dim) for h, f in zip(per_heads, per_ffn, strict=True)
+        )
         self.ln_f = nn.LayerNorm(dim)
 
     def forward_all(self, seq: torch.Tensor) -> torch.Tensor:
@@ -147,14 +171,16 @@ def sasrec(
     num_items: int,
     dim: int = 64,
     layers: int = 2,
-    heads: int = 2,
+    heads: int | list[int] = 2,
     max_len: int = 50,
     dropout: float = 0.2,
-    ffn_dim: int | None = None,
+    ffn_dim: int | list[int] | None = None,
     scale_positions: bool = False,
+    head_dim: int | None = None,
 ) -> SASRec:
     """Build a SASRec teacher. See :class:`SASRec` for the arguments."""
-    return SASRec(num_items, dim, layers, heads, max_len, dropout, ffn_dim, scale_positions)
+    return SASRec(num_items, dim, layers, heads, max_len, dropout, ffn_dim, scale_positions,
+                  head_dim)  # fmt: skip
 
 
 def sasrec_base(num_items: int, **overrides) -> SASRec:

@@ -79,3 +79,19 @@ def evaluate(
             groups = {"shift": shift, "stable": stable}
         acc.update(ranks, topk_ids=topk, targets=targets, groups=groups)
     return acc.result()
+
+
+def scorer_agreement(score_a: ScoreFn, score_b: ScoreFn, histories: np.ndarray, k: int = 10,
+                     mask_history: bool = True, batch_size: int = 1024) -> float:  # fmt: skip
+    """Mean top-``k`` overlap of two score functions on the same histories (e.g. a quantized
+    model against its parent)."""
+    from recshrink.metrics import topk_overlap
+
+    total, n = 0.0, 0
+    for i in range(0, len(histories), batch_size):
+        h = torch.from_numpy(trim_padding(histories[i : i + batch_size]))
+        a = mask_scores(score_a(h), h, mask_history)
+        b = mask_scores(score_b(h), h, mask_history)
+        total += topk_overlap(a.topk(k, dim=-1).indices, b.topk(k, dim=-1).indices) * len(h)
+        n += len(h)
+    return round(total / max(1, n), 6)

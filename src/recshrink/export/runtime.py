@@ -1,0 +1,338 @@
+"""One small runtime: ``Predictor.load(artifact).recommend(histories, k)`` with raw item ids.
+
+The backend follows the artifact: ``.onnx`` -> ONNX Runtime, ``.engine``/``.plan`` -> TensorRT,
+``.pt2`` -> an AOTInductor package, a model directory (or ``.pt``) -> PyTorch. Exported files
+carry an ``<name>.items.json`` sidecar (raw item ids and the most popular items) written by
+:func:`write_sidecar`; model directories carry ``items.json``.
+
+What the runtime does for the caller: maps raw ids to model ids (unknown items are skipped and
+counted), keeps the last ``max_len`` items, left-pads, answers empty histories from item
+popularity, and splits large batches into the backend's batch buckets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recshrink.errors import RecshrinkError
+
+
+def sidecar_path(artifact: str | Path) -> Path:
+    """``model.onnx`` -> ``model.items.json``."""
+    p = Path(artifact)
+    return p.with_name(p.stem + ".items.json")
+
+
+def id_map_fingerprint(item_ids: Sequence[str]) -> str:
+    """A short hash of the raw-id order (stored in exported metadata)."""
+    return hashlib.sha256("\n".join(map(str, item_ids)).encode()).hexdigest()[:16]
+
+
+def write_sidecar(artifact: str | Path, item_ids: Sequence[str], popular: Sequence[int]) -> Path:
+    """Write the raw item ids and the most popular model ids next to an exported artifact."""
+    from recshrink.fsutil import atomic_write_text
+
+    path = sidecar_path(artifact)
+    atomic_write_text(path, json.dumps({"item_ids": [str(x) for x in item_ids],
+                                        "popular": [int(x) for x in popular],
+                                        "fingerprint": id_map_fingerprint(item_ids)}) + "\n")  # fmt: skip
+    return path
+
+
+@dataclass
+class Recommendations:
+    """Top-k answers for a batch of histories.
+
+    Attributes:
+        ids: Raw item ids per user, best first.
+        scores: Scores ``[B, k]`` (NaN for popularity answers to empty histories).
+        unknown: Items in the input that the model does not know (skipped).
+        empty: Users whose history was empty after skipping (answered by popularity).
+    """
+
+    ids: list[list]
+    scores: np.ndarray
+    unknown: int = 0
+    empty: int = 0
+
+
+@dataclass
+class _Backend:
+    """A loaded artifact: ``run(seq [B, L] int64, k) -> (scores [B, k], ids [B, k])``."""
+
+    name: str
+    num_items: int
+    max_len: int
+    run: object
+    max_batch: int | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def _check_int_id(x, where: str) -> None:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer, str)):
+        raise ValueError(f"{where}: item ids must be integers (or strings), got {x!r}")
+    if isinstance(x, (int, np.integer)) and x < 0:
+        raise ValueError(f"{where}: item ids must be non-negative, got {x}")
+
+
+class Predictor:
+    """Serve ``recommend(histories, k)`` from an exported or saved model.
+
+    Use :meth:`load`; the constructor takes an already opened backend.
+    """
+
+    def __init__(self, backend: _Backend, item_ids: Sequence[str], popular: Sequence[int]) -> None:
+        self.backend = backend
+        self.item_ids = [str(x) for x in item_ids] or [str(i) for i in range(1, backend.num_items + 1)]
+        if len(self.item_ids) != backend.num_items:
+            raise RecshrinkError(f"id map has {len(self.item_ids)} items, the model "
+                                 f"{backend.num_items}")  # fmt: skip
+        self.index = {raw: i + 1 for i, raw in enumerate(self.item_ids)}
+        numeric = all(x.lstrip("-").isdigit() for x in self.item_ids)
+        self._out = [int(x) for x in self.item_ids] if numeric else list(self.item_ids)
+        self.popular = [int(p) for p in popular] or list(range(1, backend.num_items + 1))
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    @classmethod
+    def load(cls, path: str | Path, *, threads: int | None = None, device: str = "cpu") -> Predictor:
+        """Open an artifact, choosing the backend from what it is.
+
+        Args:
+            path: ``.onnx``, ``.engine``/``.plan``, ``.pt2``, or a model directory / ``.pt``.
+            threads: CPU threads for ONNX Runtime / PyTorch.
+            device: ``"cpu"`` or ``"cuda"`` for PyTorch and AOTInductor artifacts.
+
+        Raises:
+            RecshrinkError: Missing or unknown artifact, or a backend that is not installed.
+        """
+        p = Path(path)
+        if not p.exists():
+            raise RecshrinkError(f"{p}: no such model file or directory")
+        suffix = p.suffix.lower()
+        if suffix == ".onnx":
+            backend = _onnx_backend(p, threads)
+        elif suffix in (".engine", ".plan"):
+            from recshrink.export.tensorrt import tensorrt_backend
+
+            backend = tensorrt_backend(p)
+        elif suffix == ".pt2":
+            backend = _aoti_backend(p, device)
+        elif p.is_dir() or suffix in (".pt", ".pth"):
+            return _torch_predictor(p, threads, device)
+        else:
+            raise RecshrinkError(f"{p}: unknown artifact (expected .onnx, .engine, .plan, .pt2, "
+                                 "or a model directory)")  # fmt: skip
+        side = sidecar_path(p)
+        item_ids, popular = [], []
+        if side.is_file():
+            try:
+                data = json.loads(side.read_text())
+                item_ids, popular = data.get("item_ids", []), data.get("popular", [])
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+                raise RecshrinkError(f"{side}: not a valid id map: {exc}") from None
+        fp = backend.meta.get("id_map_fingerprint")
+        if item_ids and fp and fp != id_map_fingerprint(item_ids):
+            raise RecshrinkError(f"{side}: id map does not match the model it sits beside")
+        return cls(backend, item_ids, popular)
+
+    # -- input handling ------------------------------------------------------------------------
+    def encode(self, histories: Sequence[Sequence]) -> tuple[np.ndarray, int, np.ndarray]:
+        """Raw histories -> left-padded model ids ``[B, L]``, unknown count, empty-row mask.
+
+        Raises:
+            ValueError: Not a list of id lists, non-integer or negative ids.
+        """
+        if isinstance(histories, (str, bytes)) or not isinstance(histories, (Sequence, np.ndarray)):
+            raise ValueError("histories must be a list of item-id lists")
+        if isinstance(histories, np.ndarray) and histories.ndim != 2:
+            raise ValueError(f"a history array must have rank 2 [users, items], got rank "
+                             f"{histories.ndim}")  # fmt: skip
+        max_len = self.backend.max_len
+        rows, unknown = [], 0
+        for u, hist in enumerate(histories):
+            if isinstance(hist, (str, bytes)) or not isinstance(hist, (Sequence, np.ndarray)):
+                raise ValueError(f"history {u}: expected a list of item ids, got {type(hist).__name__}")
+            if isinstance(hist, np.ndarray) and hist.dtype.kind not in "iuU":
+                raise ValueError(f"history {u}: item ids must be integers, got dtype {hist.dtype}")
+            ids = []
+            for x in hist:
+                _check_int_id(x, f"history {u}")
+                i = self.index.get(str(x))
+                if i is None:
+                    if not (isinstance(x, (int, np.integer)) and x == 0):  # 0 is padding
+                        unknown += 1
+                    continue
+                ids.append(i)
+            rows.append(ids[-max_len:])
+        width = max(2, max((len(r) for r in rows), default=0))
+        seq = np.zeros((len(rows), width), dtype=np.int64)
+        for r, ids in enumerate(rows):
+            if ids:
+                seq[r, width - len(ids):] = ids
+        return seq, unknown, np.array([not r for r in rows], dtype=bool)
+
+    def recommend(self, histories: Sequence[Sequence], k: int = 10) -> Recommendations:
+        """Top-``k`` raw item ids for each history (items already in the history excluded).
+
+        Raises:
+            ValueError: Bad histories or ``k`` outside ``1..num_items``.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise ValueError(f"k must be an integer, got {k!r}")
+        if not 1 <= k <= self.backend.num_items:
+            raise ValueError(f"k must be in 1..{self.backend.num_items}, got {k}")
+        seq, unknown, empty = self.encode(histories)
+        n = len(seq)
+        scores = np.full((n, k), np.nan, dtype=np.float32)
+        ids = np.zeros((n, k), dtype=np.int64)
+        live = np.flatnonzero(~empty)
+        step = self.backend.max_batch or max(1, len(live))
+        for i in range(0, len(live), step):
+            rows = live[i : i + step]
+            s, t = self.backend.run(_trim(seq[rows]), k)
+            scores[rows], ids[rows] = s, t
+        if empty.any():
+            ids[empty] = np.array(self.popular[:k] + list(range(1, k + 1)))[:k]
+        out = [[self._out[j - 1] for j in row] for row in ids.tolist()]
+        return Recommendations(out, scores, unknown, int(empty.sum()))
+
+
+def _trim(seq: np.ndarray) -> np.ndarray:
+    from recshrink.export.onnx import trim_for_graph
+
+    return trim_for_graph(seq)
+
+
+def _onnx_backend(path: Path, threads: int | None) -> _Backend:
+    from recshrink.export.onnx import onnx_metadata, ort_session
+
+    try:
+        meta = onnx_metadata(path)
+        sess = ort_session(path, threads)
+    except Exception as exc:  # onnx / ORT raise many types for a bad file
+        raise RecshrinkError(f"{path}: not a loadable ONNX model: {str(exc).splitlines()[0][:200]}") from None
+    outputs = [o.name for o in sess.get_outputs()]
+    if "ids" not in outputs:
+        raise RecshrinkError(f"{path}: not a recshrink export (no 'ids' output)")
+    graph_k = int(meta.get("k", "10"))
+
+    def run(seq: np.ndarray, k: int):
+        if k <= graph_k:
+            s, i = sess.run(["scores", "ids"], {"seq": seq})
+            return s[:, :k], i[:, :k]
+        if "all_scores" not in outputs:
+            raise ValueError(f"this export returns at most k={graph_k} (re-export with a larger k)")
+        full = torch.from_numpy(sess.run(["all_scores"], {"seq": seq})[0])
+        full = full.scatter(1, torch.from_numpy(seq), float("-inf"))
+        top = full.topk(k, dim=-1)
+        return top.values.numpy(), top.indices.numpy()
+
+    return _Backend("onnxruntime", int(meta["num_items"]), int(meta["max_len"]), run, meta=meta)
+
+
+def _aoti_backend(path: Path, device: str) -> _Backend:
+    try:
+        runner = torch._inductor.aoti_load_package(str(path))
+    except Exception as exc:
+        raise RecshrinkError(f"{path}: not a loadable AOTInductor package: {str(exc).splitlines()[0][:200]}") from None
+    meta_path = path.with_name(path.stem + ".meta.json")
+    if not meta_path.is_file():
+        raise RecshrinkError(f"{meta_path}: missing (written next to the .pt2 by the exporter)")
+    meta = json.loads(meta_path.read_text())
+    graph_k, fixed = int(meta["k"]), meta.get("fixed_len")
+
+    def run(seq: np.ndarray, k: int):
+        if k > graph_k:
+            raise ValueError(f"this package returns at most k={graph_k}")
+        if fixed:
+            seq = np.pad(seq, ((0, 0), (fixed - seq.shape[1], 0)))[:, -fixed:]
+        with torch.inference_mode():
+            s, i = runner(torch.from_numpy(seq).to(device))
+        return s[:, :k].float().cpu().numpy(), i[:, :k].cpu().numpy()
+
+    return _Backend("aoti", int(meta["num_items"]), int(meta["max_len"]), run,
+                    max_batch=int(meta.get("max_batch", 4096)), meta=meta)  # fmt: skip
+
+
+def export_aoti(model, path: str | Path, *, k: int = 10, device: str = "cpu",
+                item_ids: Sequence[str] = (), popular: Sequence[int] = (),
+                max_batch: int = 4096) -> Path:  # fmt: skip
+    """Compile the model with its serving head into an AOTInductor package (``.pt2``).
+
+    The package loads with ``torch._inductor.aoti_load_package`` without the recshrink model
+    code. Batch (1..``max_batch``) and sequence length (2..``max_len``) stay dynamic. Metadata
+    goes to ``<name>.meta.json`` and the id map to ``<name>.items.json``.
+
+    Raises:
+        RecshrinkError: torch.export or Inductor failed.
+    """
+    from torch.export import Dim
+
+    from recshrink.export.onnx import ServingHead
+    from recshrink.fsutil import atomic_path, atomic_write_text
+
+    p = Path(path)
+    model = model.eval().to(device)
+    head = ServingHead(model, min(k, model.num_items), mask_history=True)
+    max_len = max(model.max_len, 3)
+    example = torch.randint(1, model.num_items + 1, (4, max_len), device=device)
+    example[0, : max_len // 2] = 0
+    # torch.export unrolls GRU/LSTM over time: their packages take a fixed length (inputs are
+    # left-padded to it; the models give the same scores whatever the padding)
+    fixed_len = model.max_len if model.arch in ("gru", "lstm") else None
+    if fixed_len:
+        example = example[:, -fixed_len:]
+    seq_dim = None if fixed_len else Dim("seq_len", min=2, max=max_len)
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            ep = torch.export.export(head, (example,), dynamic_shapes={
+                "seq": {0: Dim("batch", min=1, max=max_batch), 1: seq_dim}})
+            with atomic_path(p) as tmp:
+                torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp.with_suffix(".pt2")))
+                tmp.with_suffix(".pt2").replace(tmp)
+    except Exception as exc:  # export / inductor raise many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RecshrinkError(f"AOTInductor export of {model.arch} failed: {first[:300]}") from None
+    from recshrink import __version__
+
+    atomic_write_text(p.with_name(p.stem + ".meta.json"), json.dumps({
+        "recshrink_version": __version__, "arch": model.arch, "num_items": model.num_items,
+        "max_len": model.max_len, "k": head.k, "device": device, "max_batch": max_batch,
+        "fixed_len": fixed_len,
+        "id_map_fingerprint": id_map_fingerprint(item_ids) if item_ids else ""}, indent=2))
+    if item_ids:
+        write_sidecar(p, item_ids, popular)
+    return p
+
+
+def _torch_predictor(path: Path, threads: int | None, device: str) -> Predictor:
+    from recshrink.models.io import load_model
+
+    model, meta = load_model(path)
+    model = model.to(device).eval()
+    if threads:
+        torch.set_num_threads(threads)
+
+    def run(seq: np.ndarray, k: int):
+        with torch.inference_mode():
+            s = torch.from_numpy(seq).to(device)
+            scores = model.scores(s).scatter(1, s, float("-inf"))
+            top = scores.topk(k, dim=-1)
+        return top.values.float().cpu().numpy(), top.indices.cpu().numpy()
+
+    popular = meta.extra.get("popular", [])
+    backend = _Backend("torch", model.num_items, model.max_len, run)
+    return Predictor(backend, meta.item_ids, popular)
+
+
+__all__ = ["Predictor", "Recommendations", "id_map_fingerprint", "sidecar_path", "write_sidecar"]
