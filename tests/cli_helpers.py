@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from click.testing import CliRunner
 
 from recshrink.cli import main
@@ -24,3 +26,21 @@ def assert_user_error(result, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
+
+
+TRAIN_ARGS = ["--model", "gru", "--arg", "dim=8", "--epochs", "1", "--negatives", "8",
+              "--no-progress"]  # fmt: skip
+
+
+def tiny_sequences(users: int = 30, items: int = 20) -> dict[str, list[str]]:
+    """Deterministic S3-Rec data: raw user ids 1..users, raw item ids 101..100+items."""
+    out = {}
+    for u in range(1, users + 1):
+        n = 4 + u % 4
+        out[str(u)] = [str(101 + (u * 7 + k * 3) % items) for k in range(n)]
+    return out
+
+
+def write_s3rec(path: Path, seqs: dict[str, list[str]]) -> Path:
+    path.write_text("".join(f"{u} {' '.join(s)}\n" for u, s in seqs.items()))
+    return path

@@ -15,31 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_helpers import assert_user_error, invoke
+from cli_helpers import TRAIN_ARGS, assert_user_error, invoke, tiny_sequences, write_s3rec
 from recshrink.models.io import load_model
 
 RECSHRINK = Path(sys.executable).with_name("recshrink")
-TRAIN_ARGS = ["--model", "gru", "--arg", "dim=8", "--epochs", "1", "--negatives", "8",
-              "--no-progress"]  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
 # helpers and fixtures
 # --------------------------------------------------------------------------------------------
-
-
-def tiny_sequences(users: int = 30, items: int = 20) -> dict[str, list[str]]:
-    """Deterministic S3-Rec data: raw user ids 1..users, raw item ids 101..100+items."""
-    out = {}
-    for u in range(1, users + 1):
-        n = 4 + u % 4
-        out[str(u)] = [str(101 + (u * 7 + k * 3) % items) for k in range(n)]
-    return out
-
-
-def write_s3rec(path: Path, seqs: dict[str, list[str]]) -> Path:
-    path.write_text("".join(f"{u} {' '.join(s)}\n" for u, s in seqs.items()))
-    return path
 
 
 def assert_process_user_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
