@@ -589,6 +589,59 @@ def recommend(model_path, histories, k, device) -> None:
         click.echo(f"note: {rec.unknown} unknown item id(s) skipped", err=True)
 
 
+@main.command()
+@click.option("--model", "models", multiple=True, required=True,
+              help="Artifact to benchmark, optionally LABEL=PATH (repeatable): a model "
+                   "directory, .onnx, .pt2 or .engine.")
+@_data_options
+@click.option("--backend", "backends", default="torch,onnxruntime", show_default=True,
+              help="Comma-separated: torch, torch-compile, torch-cudagraph, onnxruntime, aoti, "
+                   "tensorrt (each model runs on those that apply to its artifact).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--batch", "batches", default="1,16,256", show_default=True,
+              help="Comma-separated batch sizes.")
+@click.option("--threads", type=int, default=None, help="CPU threads (torch and ONNX Runtime).")
+@click.option("--budget", type=float, default=2.0, show_default=True,
+              help="Seconds of timed calls per model, backend and batch size.")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
+              show_default=True, help="Weights of the PyTorch backends (fp16/bf16 on GPU).")
+@click.option("--teacher", default=None, help="Label of the reference model (default: first).")
+@click.option("--no-quality", is_flag=True, help="Skip ranking quality (latency only).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Report directory.")
+def benchmark(models, backends, device, batches, threads, budget, dtype, teacher, no_quality, out,
+              **kw) -> None:  # fmt: skip
+    """Latency, throughput, memory, size and quality through the serving backend, side by side."""
+    from recshrink.benchmark.report import write_report
+    from recshrink.benchmark.run import run_benchmark
+    from recshrink.data.split import leave_one_out
+    from recshrink.pipeline import load_dataset
+
+    _check_out(out, "dir")
+    pairs = []
+    for m in models:
+        label, _, path = m.rpartition("=")
+        path = Path(path)
+        pairs.append((label or path.stem if path.suffix else label or path.name, path))
+    try:
+        bs = tuple(int(b) for b in batches.split(",") if b.strip())
+    except ValueError:
+        raise RecshrinkError(f"--batch {batches!r}: expected comma-separated integers") from None
+    if not bs or min(bs) < 1:
+        raise RecshrinkError(f"--batch {batches!r}: batch sizes must be positive")
+    for _, path in pairs:
+        if not path.exists():
+            raise RecshrinkError(f"{path}: no such model artifact")
+    dspec = _data_spec(**kw)
+    ds = load_dataset(dspec)
+    split = leave_one_out(ds, dspec.max_len, dspec.shift_window)
+    report = run_benchmark(pairs, ds, split, backends=tuple(b.strip() for b in backends.split(",")),
+                           device=device, batches=bs, threads=threads, budget_s=budget,
+                           dtype=dtype, teacher=teacher, quality=not no_quality)  # fmt: skip
+    report["dataset"] = {**ds.stats(), "fingerprint": ds.fingerprint()}
+    for path in write_report(report, out):
+        click.echo(f"wrote {path}")
+
+
 @main.group(cls=_Group)
 def recipe() -> None:
     """Work with recipes."""

@@ -1,0 +1,175 @@
+"""Open an artifact on a serving backend for timing and for quality measurement.
+
+Backends: ``torch`` (eager, fp32 or ``--dtype fp16/bf16`` on GPU), ``torch-compile``
+(``torch.compile``), ``torch-cudagraph`` (CUDA-graph replay per batch bucket, inputs padded to
+``max_len``), ``onnxruntime``, ``aoti`` (``.pt2``) and ``tensorrt`` (``.engine``/``.plan``).
+Each runner serves the model with its serving head (history masking and top-K inside).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recshrink.errors import RecshrinkError
+
+BACKENDS = ("torch", "torch-compile", "torch-cudagraph", "onnxruntime", "aoti", "tensorrt")
+GPU_ONLY = ("torch-cudagraph", "tensorrt")
+
+
+@dataclass
+class Runner:
+    """A model opened on one backend.
+
+    Attributes:
+        backend: Backend name.
+        prepare: Host batch ``[B, L]`` int64 -> the backend's input (e.g. a CUDA tensor).
+        call: Runs one prepared batch (synchronous on CPU; see ``sync``).
+        sync: Called after ``call`` in timing (CUDA synchronize), or None.
+        scorer: Full scores ``[B, N + 1]`` for quality measurement, or None.
+        fixed_len: Inputs must be padded to this length (CUDA graphs, fixed-length packages).
+        info: Backend details for the report (dtype, threads, provider, ...).
+    """
+
+    backend: str
+    prepare: Callable[[np.ndarray], object]
+    call: Callable[[object], object]
+    sync: Callable[[], None] | None = None
+    scorer: Callable[[torch.Tensor], torch.Tensor] | None = None
+    fixed_len: int | None = None
+    info: dict = field(default_factory=dict)
+
+
+def artifact_kind(path: Path) -> str:
+    """``"onnx"``, ``"engine"``, ``"pt2"`` or ``"checkpoint"``."""
+    s = path.suffix.lower()
+    if s == ".onnx":
+        return "onnx"
+    if s in (".engine", ".plan"):
+        return "engine"
+    if s == ".pt2":
+        return "pt2"
+    return "checkpoint"
+
+
+def applies(backend: str, path: Path) -> bool:
+    """Whether ``backend`` can run the artifact at ``path``."""
+    kind = artifact_kind(path)
+    return {"onnxruntime": kind == "onnx", "tensorrt": kind == "engine", "aoti": kind == "pt2"
+            }.get(backend, kind == "checkpoint")  # fmt: skip
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def open_runner(path: str | Path, backend: str, *, device: str = "cpu", threads: int | None = None,
+                dtype: str = "fp32", k: int = 10) -> Runner:  # fmt: skip
+    """Open ``path`` on ``backend``.
+
+    Raises:
+        RecshrinkError: The backend does not apply to the artifact, needs a GPU, or is missing.
+    """
+    p = Path(path)
+    if backend not in BACKENDS:
+        raise RecshrinkError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if not applies(backend, p):
+        raise RecshrinkError(f"{p}: backend {backend} does not run a {artifact_kind(p)} artifact")
+    cuda = device.startswith("cuda")
+    if (backend in GPU_ONLY or cuda) and not torch.cuda.is_available():
+        raise RecshrinkError(f"backend {backend} on {device} needs a CUDA GPU")
+    if backend == "onnxruntime":
+        return _ort_runner(p, threads, k)
+    if backend == "tensorrt":
+        from recshrink.export.tensorrt import TensorRTRunner
+
+        r = TensorRTRunner(p)
+        return Runner("tensorrt", lambda h: torch.from_numpy(h).cuda(), r.run_torch,
+                      sync=torch.cuda.synchronize, info={"device": "cuda"})  # fmt: skip
+    if backend == "aoti":
+        runner = torch._inductor.aoti_load_package(str(p))
+        import json
+
+        meta = json.loads(p.with_name(p.stem + ".meta.json").read_text())
+        dev = meta.get("device", device)
+        return Runner("aoti", lambda h: torch.from_numpy(h).to(dev), runner,
+                      sync=torch.cuda.synchronize if dev.startswith("cuda") else None,
+                      fixed_len=meta.get("fixed_len"), info={"device": dev})  # fmt: skip
+    return _torch_runner(p, backend, device, threads, dtype, k)
+
+
+def _ort_runner(p: Path, threads: int | None, k: int) -> Runner:
+    from recshrink.export.onnx import onnx_scorer, ort_session
+
+    sess = ort_session(p, threads)
+
+    def call(h: np.ndarray):
+        return sess.run(["scores", "ids"], {"seq": h})
+
+    return Runner("onnxruntime", lambda h: h, call, scorer=onnx_scorer(p, threads),
+                  info={"provider": "CPUExecutionProvider", "threads": threads})  # fmt: skip
+
+
+def _torch_runner(p: Path, backend: str, device: str, threads: int | None, dtype: str,
+                  k: int) -> Runner:  # fmt: skip
+    from recshrink.export.onnx import ServingHead
+    from recshrink.models.io import load_model
+    from recshrink.train.evaluate import model_scorer
+
+    if threads and not device.startswith("cuda"):
+        torch.set_num_threads(threads)
+    model, _ = load_model(p)
+    model = model.to(device).eval()
+    if dtype != "fp32":
+        model = model.to(_dtype(dtype))
+    head = ServingHead(model, min(k, model.num_items)).eval()
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else None
+    info = {"device": device, "dtype": dtype, "threads": torch.get_num_threads()}
+
+    def prepare(h: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(h).to(device)
+
+    scorer = model_scorer(model, device)
+    if backend == "torch":
+        def call(x):
+            with torch.inference_mode():
+                return head(x)
+
+        return Runner("torch", prepare, call, sync, scorer, info=info)
+    if backend == "torch-compile":
+        compiled = torch.compile(head, dynamic=True)
+
+        def call(x):
+            with torch.inference_mode():
+                return compiled(x)
+
+        return Runner("torch-compile", prepare, call, sync, scorer, info=info)
+    # torch-cudagraph: one captured graph per batch size, inputs padded to max_len
+    graphs: dict[int, tuple] = {}
+    fixed = model.max_len
+
+    def call(x: torch.Tensor):
+        b = x.shape[0]
+        if b not in graphs:
+            static = x.clone()
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s), torch.inference_mode():
+                for _ in range(3):
+                    head(static)
+            torch.cuda.current_stream().wait_stream(s)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g), torch.inference_mode():
+                out = head(static)
+            graphs[b] = (g, static, out)
+        g, static, out = graphs[b]
+        static.copy_(x)
+        g.replay()
+        return out
+
+    return Runner("torch-cudagraph", prepare, call, sync, scorer, fixed_len=fixed, info=info)

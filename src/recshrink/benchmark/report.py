@@ -1,0 +1,150 @@
+"""The benchmark report: JSON, a Markdown page a person reads first, and two plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recshrink.fsutil import atomic_path, atomic_write_text, write_json
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def markdown(report: dict) -> str:
+    """``report.md``: one row per model and backend, then latency by batch size."""
+    dev = report["settings"]["device"]
+    m = report["machine"]
+    lines = [
+        f"# Benchmark ({dev})", "",
+        f"Machine: {m.get('gpu') or m.get('processor')} · {m.get('platform')} · torch "
+        f"{m.get('torch')} · {m.get('threads')} threads. Teacher: `{report['teacher']}`. "
+        f"Inputs: {report['settings']['inputs']}; {report['settings']['io']}.", "",
+        "| model | backend | size | NDCG@10 | F1@10 | retention | fidelity@10 | p50@1 (µs) | "
+        "p99@1 (µs) | users/s@256 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for label, e in report["models"].items():
+        met = e.get("metrics", {})
+        ret = e.get("vs_teacher", {}).get("ndcg@10")
+        for backend, lat in e["latency_us"].get(dev, {}).items():
+            one = lat.get("1", {})
+            thr = e["throughput"][dev][backend].get("256")
+            lines.append(
+                f"| {label} | {backend} | {_fmt_bytes(e['bytes'])} | "
+                f"{met.get('ndcg@10', float('nan')):.4f} | {met.get('f1@10', float('nan')):.4f} | "
+                f"{'' if ret is None else f'{ret:.3f}'} | {e.get('fidelity@10', '')} | "
+                f"{one.get('p50', float('nan')):.0f} | {one.get('p99', float('nan')):.0f} | "
+                f"{'' if thr is None else f'{thr:,.0f}'} |"
+            )  # fmt: skip
+    batches = report["settings"]["batches"]
+    lines += ["", "## p50 latency (µs) by batch size", "",
+              "| model | backend | " + " | ".join(f"B={b}" for b in batches) + " |",
+              "|---|---|" + "---|" * len(batches)]  # fmt: skip
+    for label, e in report["models"].items():
+        for backend, lat in e["latency_us"].get(dev, {}).items():
+            cells = [f"{lat[str(b)]['p50']:.0f}" if str(b) in lat else "" for b in batches]
+            lines.append(f"| {label} | {backend} | " + " | ".join(cells) + " |")
+    lines += ["", "## Ratios to the teacher (best backend per model, same run)", "",
+              "| model | size | NDCG@10 | F1@10 | " +
+              " | ".join(f"speed-up p50@{b}" for b in batches) + " |",
+              "|---|---|---|---|" + "---|" * len(batches)]  # fmt: skip
+    for label, e in report["models"].items():
+        r = e.get("vs_teacher", {})
+        cells = [f"{r.get(f'speedup_p50@{b}', '')}" for b in batches]
+        lines.append(f"| {label} | {r.get('size', '')} | {r.get('ndcg@10', '')} | "
+                     f"{r.get('f1@10', '')} | " + " | ".join(cells) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated in (lower latency, higher quality), by latency."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def plots(report: dict, out_dir: Path, batch: str = "1") -> list[Path]:
+    """``pareto.png`` (p50 at ``batch`` vs NDCG@10, marker area = artifact size, front drawn)
+    and ``latency_vs_batch.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dev = report["settings"]["device"]
+    written = []
+    pts, labels, sizes = [], [], []
+    for label, e in report["models"].items():
+        if "metrics" not in e:
+            continue
+        for backend, lat in e["latency_us"].get(dev, {}).items():
+            if batch in lat:
+                pts.append((lat[batch]["p50"], e["metrics"]["ndcg@10"]))
+                labels.append(f"{label} · {backend}")
+                sizes.append(e["bytes"])
+    for label, trial in report.get("trials", {}).items():
+        if "p50" in trial and "ndcg@10" in trial:
+            pts.append((trial["p50"], trial["ndcg@10"]))
+            labels.append(f"trial {label}")
+            sizes.append(trial.get("bytes", 1))
+    if pts:
+        fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+        smax = max(sizes)
+        area = [40 + 600 * s / smax for s in sizes]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=area, alpha=0.55,
+                   c=range(len(pts)), cmap="tab10", edgecolors="k")  # fmt: skip
+        for (x, y), text in zip(pts, labels):
+            ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        front = pareto_front(pts)
+        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1,
+                label="Pareto front")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel(f"p50 latency at batch {batch} (µs, log scale, {dev})")
+        ax.set_ylabel("NDCG@10 (test, full ranking)")
+        ax.set_title("Latency vs ranking quality (marker area = artifact size)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        written.append(_save(fig, out_dir / "pareto.png"))
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    batches = report["settings"]["batches"]
+    for label, e in report["models"].items():
+        for backend, lat in e["latency_us"].get(dev, {}).items():
+            xs = [b for b in batches if str(b) in lat]
+            ax.plot(xs, [lat[str(b)]["p50"] for b in xs], marker="o", label=f"{label} · {backend}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size (users)")
+    ax.set_ylabel("p50 latency per batch (µs)")
+    ax.set_title(f"Latency vs batch size ({dev})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    written.append(_save(fig, out_dir / "latency_vs_batch.png"))
+    plt.close(fig)
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def write_report(report: dict, out_dir: str | Path) -> list[Path]:
+    """Write ``report.json``, ``report.md`` and the plots into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", markdown(report))
+    return [out / "report.json", out / "report.md", *plots(report, out)]

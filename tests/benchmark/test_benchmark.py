@@ -1,0 +1,131 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from recshrink.benchmark.latency import (
+    PeakRSS, input_batches, percentile, summarize, throughput, time_calls,
+)  # fmt: skip
+from recshrink.benchmark.report import markdown, pareto_front, write_report
+from recshrink.benchmark.run import run_benchmark
+from recshrink.data.split import leave_one_out
+from recshrink.data.synthetic import SyntheticConfig, synthetic
+from recshrink.errors import RecshrinkError
+from recshrink.models import build_model
+from recshrink.models.io import save_model
+
+
+def test_percentiles_by_hand():
+    s = [10.0, 20.0, 30.0, 40.0, 50.0]
+    assert percentile(s, 50) == 30.0
+    assert percentile(s, 90) == pytest.approx(46.0)  # pos 3.6 -> 40 + 0.6 * 10
+    assert percentile(s, 99) == pytest.approx(49.6)
+    assert percentile([7.0], 99) == 7.0
+    rng = np.random.default_rng(0)
+    x = sorted(rng.exponential(100, 1001))
+    for q in (50, 90, 99):
+        assert percentile(x, q) == pytest.approx(float(np.percentile(x, q)))
+    st = summarize([30, 10, 20, 40, 50])
+    assert st == {"p50": 30.0, "p90": 46.0, "p99": 49.6, "mean": 30.0, "min": 10.0,
+                  "max": 50.0, "n": 5}  # fmt: skip
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_throughput_by_hand():
+    assert throughput(256, {"mean": 1000.0}) == 256000.0  # 256 users per ms
+    assert throughput(1, {"mean": 50.0}) == 20000.0
+
+
+def test_time_calls_with_a_fake_clock():
+    """Each call costs 100 ns of fake time, plus 300 ns on every fifth input: p50 = 0.1 us."""
+    now = [0]
+    calls = []
+
+    def clock():
+        return now[0]
+
+    def fn(x):
+        calls.append(x)
+        now[0] += 100 + (300 if x == 4 else 0)
+
+    stats = time_calls(fn, [0, 1, 2, 3, 4], warmup=5, min_iters=50, max_iters=50, budget_s=0,
+                       clock=clock)  # fmt: skip
+    assert calls[:5] == [0, 1, 2, 3, 4] and len(calls) == 55  # warm-up is untimed
+    assert stats["n"] == 50 and stats["p50"] == 0.1 and stats["max"] == 0.4
+    assert stats["mean"] == pytest.approx((40 * 0.1 + 10 * 0.4) / 50)
+    assert stats["p90"] == pytest.approx(0.4)
+    # the budget stops the loop after min_iters once exceeded
+    now[0] = 0
+    stats = time_calls(fn, [0], warmup=0, min_iters=3, max_iters=1000, budget_s=1e-6,
+                       clock=clock)  # fmt: skip
+    assert stats["n"] == 10  # 10 calls of 100 ns reach the 1000 ns budget
+    with pytest.raises(ValueError):
+        time_calls(fn, [], clock=clock)
+
+
+def test_input_batches_are_real_rotated_and_trimmed():
+    hist = np.zeros((5, 6), dtype=np.int64)
+    for i in range(5):
+        hist[i, 6 - (i + 1):] = np.arange(1, i + 2)
+    out = input_batches(hist, 3, count=4, seed=0)
+    assert len(out) == 4 and all(b.shape[0] == 3 and b.dtype == np.int64 for b in out)
+    for b in out:  # trimmed to the longest history of the batch (at least 2 columns)
+        longest = max(int((r != 0).sum()) for r in b)
+        assert b.shape[1] == max(2, longest)
+    fixed = input_batches(hist, 2, count=2, fixed_len=6)
+    assert all(b.shape == (2, 6) for b in fixed)
+    assert len({b.tobytes() for b in out}) > 1  # distinct batches, not one cached input
+
+
+def test_peak_rss_sees_an_allocation():
+    with PeakRSS() as m:
+        block = np.ones(64 * 1024 * 1024 // 8)  # 64 MB
+        block.sum()
+    assert m.increase_bytes > 32 * 1024 * 1024
+    del block
+
+
+def test_pareto_front():
+    pts = [(10, 0.5), (20, 0.6), (15, 0.4), (5, 0.3), (30, 0.6)]
+    assert pareto_front(pts) == [3, 0, 1]
+
+
+def test_tiny_cpu_benchmark_end_to_end(tmp_path):
+    from recshrink.export.onnx import OnnxExportConfig, export_onnx
+
+    data = synthetic(SyntheticConfig(users=60, items=50, categories=4, min_len=5, max_len=10))
+    split = leave_one_out(data, 8)
+    torch.manual_seed(0)
+    teacher = build_model("sasrec", data.num_items, dim=16, heads=2, layers=1, max_len=8)
+    student = build_model("cnn", data.num_items, dim=8, max_len=8)
+    save_model(teacher, tmp_path / "t")
+    save_model(student, tmp_path / "s")
+    export_onnx(student.eval(), tmp_path / "s.onnx", OnnxExportConfig(full_scores=True))
+    models = [("teacher", tmp_path / "t"), ("student", tmp_path / "s"),
+              ("student_onnx", tmp_path / "s.onnx")]  # fmt: skip
+    rep = run_benchmark(models, data, split, batches=(1, 8), budget_s=0.05, threads=1,
+                        progress=False)  # fmt: skip
+    t, s, o = (rep["models"][k] for k in ("teacher", "student", "student_onnx"))
+    assert set(t["latency_us"]["cpu"]) == {"torch"} and set(o["latency_us"]["cpu"]) == {"onnxruntime"}
+    for e in (t, s, o):
+        for b in ("1", "8"):
+            st = e["latency_us"]["cpu"][next(iter(e["latency_us"]["cpu"]))][b]
+            assert 0 < st["p50"] <= st["p90"] <= st["p99"] <= st["max"] and st["n"] >= 30
+    # quality through the backend: the ONNX student ranks exactly like the PyTorch student
+    assert o["metrics"]["ndcg@10"] == pytest.approx(s["metrics"]["ndcg@10"], abs=1e-6)
+    assert o["quality_backend"] == "onnxruntime" and t["fidelity@10"] == 1.0
+    assert s["vs_teacher"]["size"] == pytest.approx(s["bytes"] / t["bytes"], abs=1e-4)
+    assert s["vs_teacher"]["ndcg@10"] == pytest.approx(
+        s["metrics"]["ndcg@10"] / t["metrics"]["ndcg@10"], abs=1e-3)  # fmt: skip
+    assert t["params"] == teacher.num_params() and o["params"] > 0
+    files = write_report(rep, tmp_path / "rep")
+    assert [f.name for f in files] == ["report.json", "report.md", "pareto.png", "latency_vs_batch.png"]
+    assert all(f.stat().st_size > 0 for f in files)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| student_onnx | onnxruntime |" in md and "p50@1" in md
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["teacher"] == "teacher"
+    assert markdown(rep).count("\n| teacher | torch |") == 2
+    with pytest.raises(RecshrinkError, match="unknown backend"):
+        run_benchmark(models, data, split, backends=("tflite",))
