@@ -51,3 +51,57 @@ def test_recipe_end_to_end(tmp_path):
     again = run_recipe(recipe, tmp_path / "again", progress=False)
     for name in report["models"]:
         assert again["models"][name]["metrics"] == report["models"][name]["metrics"]
+
+
+def test_recipe_compression_stages_and_gate(tmp_path):
+    from recshrink.errors import RecshrinkError
+
+    torch.set_num_threads(1)
+    raw = json.loads(json.dumps(TINY))
+    raw["baselines"] = []
+    raw["prune"] = [{"name": "g_p50", "model": "g_kd",
+                     "config": {"ratio": 0.5, "recover": "finetune"},
+                     "train": {"epochs": 1, "batch_size": 32, "num_negatives": 16}}]
+    raw["quantize"] = [{"name": "g_int8", "model": "g_kd", "bits": 8}]
+    raw["export"] = {"models": ["g_kd", "g_int8"], "quantize": ["fp16"]}
+    raw["benchmark"] = {"batches": [1, 4], "budget_s": 0.02}
+    report = run_recipe(parse_recipe(raw), tmp_path, progress=False)
+    m = report["models"]
+    assert m["g_p50"]["role"] == "pruned" and m["g_p50"]["parent"] == "g_kd"
+    assert [s["type"] for s in m["g_p50"]["steps"]] == ["distill", "prune"]
+    assert m["g_p50"]["builder_args"]["hidden"] == 4
+    assert m["g_int8"]["steps"][-1] == {"type": "quantize", "mode": "rowwise-int8",
+                                        "target": "item_table"}  # fmt: skip
+    assert m["g_int8"]["vs_parent"] == pytest.approx(
+        m["g_int8"]["metrics"]["ndcg@10"] / m["g_kd"]["metrics"]["ndcg@10"], abs=1e-3)
+    exp = m["g_kd"]["export"]
+    assert exp["agreement@10"] == 1.0 and exp["trt_compatible"] and exp["bytes"] > 0
+    assert exp["quantized"]["fp16"]["agreement@10"] >= 0.9
+    assert m["g_int8"]["export"]["trt_compatible"]  # the INT8 table is DequantizeLinear
+    assert "torch" in m["t"]["latency_us"]["cpu"] and "1" in m["t"]["latency_us"]["cpu"]["torch"]
+    assert "g_kd.onnx" in exp["benchmark"]
+    for f in ("report.json", "report.md", "pareto.png", "benchmark.json"):
+        assert (tmp_path / f).is_file(), f
+    # a gate the student cannot pass stops the run with one clear error
+    raw2 = json.loads(json.dumps(TINY))
+    raw2["baselines"] = []
+    raw2["gates"] = {"min_retention": {"g_kd": 50.0}}
+    with pytest.raises(RecshrinkError, match="quality gate failed: g_kd retention"):
+        run_recipe(parse_recipe(raw2), tmp_path / "gated", progress=False)
+
+
+def test_recipe_refers_to_unknown_models():
+    from recshrink.errors import RecipeError
+
+    raw = json.loads(json.dumps(TINY))
+    raw["quantize"] = [{"name": "q", "model": "nobody"}]
+    with pytest.raises(RecipeError, match="quantize.0.model: 'nobody' is not a model"):
+        parse_recipe(raw)
+    raw = json.loads(json.dumps(TINY))
+    raw["export"] = {"models": ["ghost"]}
+    with pytest.raises(RecipeError, match="export.models: 'ghost'"):
+        parse_recipe(raw)
+    raw = json.loads(json.dumps(TINY))
+    raw["benchmark"] = {"backends": ["tflite"]}
+    with pytest.raises(RecipeError, match="benchmark.backends: unknown backend 'tflite'"):
+        parse_recipe(raw)

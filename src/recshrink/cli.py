@@ -64,11 +64,11 @@ def _check_out(path: Path, kind: str) -> None:
             return
 
 
-def _data_options(f):
+def _data_options(f, format_flag: str = "--format"):
     opts = [
         click.option("--data", "data_path", required=True, type=click.Path(path_type=Path),
                      help="Interaction file (S3-Rec lines, pairs, RecBole .inter, CSV)."),
-        click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default=None,
+        click.option(format_flag, "fmt", type=click.Choice(FORMAT_CHOICES), default=None,
                      help="File format (default: from the extension; .inter=recbole, "
                           ".csv=csv, else s3rec)."),
         click.option("--attributes", type=click.Path(path_type=Path), default=None,
@@ -493,7 +493,7 @@ def quantize(model_path, mode, calibration, per_channel, op_types, threads, out,
 @main.command("export")
 @click.option("--model", "model_path", required=True, type=click.Path(path_type=Path),
               help="Model directory (or .pt); for tensorrt also an .onnx file.")
-@_data_options
+@lambda f: _data_options(f, "--data-format")
 @click.option("--format", "target", type=click.Choice(["onnx", "tensorrt", "aoti"]),
               default="onnx", show_default=True)
 @click.option("--quantized", type=click.Choice(["none", "dynamic", "static", "fp16"]),

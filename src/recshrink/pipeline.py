@@ -414,6 +414,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True) -> di
     jobs += [("student", s, out / "students" / s.label) for s in recipe.students]
     teacher, teacher_ndcg = None, None
     baseline_by_model: dict[str, str] = {}
+    made: dict[str, tuple[SeqRecModel, Path, list[dict]]] = {}
     for role, spec, where in jobs:
         if role == "student":
             model, summary = distill_student(spec, teacher, recipe.teacher.label, data, split,
@@ -444,7 +445,131 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True) -> di
         extra["agreement@10"] = _agreement(model, teacher, split) if role != "teacher" else 1.0
         report["models"][spec.label] = model_entry(model, role, where, metrics, train=summary,
                                                    extra=extra)  # fmt: skip
+        made[spec.label] = (model, where, extra.get("steps", []))
         write_json(out / "report.json", report)
+        check_gates(recipe, report)
+    _compress_stages(recipe, data, split, out, report, made, teacher, progress)
     report["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / "report.json", report)
+    check_gates(recipe, report)
     return report
+
+
+def _derived_entry(model: SeqRecModel, role: str, where: Path, metrics: dict, parent: str,
+                   steps: list[dict], teacher: SeqRecModel, teacher_ndcg: float,
+                   parent_metrics: dict, split: Split, extra: dict) -> dict:  # fmt: skip
+    return model_entry(model, role, where, metrics, extra={
+        "parent": parent, "steps": steps,
+        "retention": round(metrics["ndcg@10"] / max(teacher_ndcg, 1e-12), 4),
+        "vs_parent": round(metrics["ndcg@10"] / max(parent_metrics["ndcg@10"], 1e-12), 4),
+        "params_ratio": round(model.num_params() / teacher.num_params(), 4),
+        "agreement@10": _agreement(model, teacher, split), **extra})  # fmt: skip
+
+
+def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: Path, report: dict,
+                     made: dict, teacher: SeqRecModel, progress: bool) -> None:  # fmt: skip
+    """prune -> quantize -> export (+ ORT quantization) -> benchmark, each adding to the report."""
+    import copy
+
+    from recshrink.compress.quantize import OnnxQuantConfig, RowwiseConfig, quantize_item_table
+    from recshrink.export.onnx import OnnxExportConfig
+
+    ev = recipe.evaluate
+    teacher_ndcg = report["models"][recipe.teacher.label]["metrics"]["ndcg@10"]
+    for job in recipe.prune:
+        parent, _, psteps = made[job.model]
+        where = out / "pruned" / job.name
+        pruned, summary = prune_model(parent, job.model, psteps, job.config, data, split, where,
+                                      train_cfg=job.train, distill_cfg=job.distill,
+                                      cache_dir=out / "cache", progress=progress)  # fmt: skip
+        steps = [*psteps, {**job.config.step(), "parent": job.model}]
+        metrics = test_metrics(pruned, data, split, ev)
+        report["models"][job.name] = _derived_entry(
+            pruned, "pruned", where, metrics, job.model, steps, teacher, teacher_ndcg,
+            report["models"][job.model]["metrics"], split, {"prune": summary})  # fmt: skip
+        made[job.name] = (pruned, where, steps)
+        write_json(out / "report.json", report)
+        check_gates(recipe, report)
+    for job in recipe.quantize:
+        parent, _, psteps = made[job.model]
+        cfg = RowwiseConfig(bits=job.bits)
+        q = quantize_item_table(copy.deepcopy(parent), cfg)
+        steps = [*psteps, cfg.step()]
+        where = out / "quantized" / job.name
+        save_model(q, where, item_ids=data.item_ids, data_fingerprint=data.fingerprint(),
+                   steps=steps, extra={"parent": job.model,
+                                       "popular": popular_items(split, data.num_items)})  # fmt: skip
+        metrics = test_metrics(q, data, split, ev)
+        report["models"][job.name] = _derived_entry(
+            q, "quantized", where, metrics, job.model, steps, teacher, teacher_ndcg,
+            report["models"][job.model]["metrics"], split, {})  # fmt: skip
+        made[job.name] = (q, where, steps)
+        write_json(out / "report.json", report)
+        check_gates(recipe, report)
+    exported: list[tuple[str, Path]] = []
+    if recipe.export:
+        popular = popular_items(split, data.num_items)
+        cfg = OnnxExportConfig(k=recipe.export.k, min_agreement=recipe.export.min_agreement,
+                               full_scores=True)  # fmt: skip
+        for name in recipe.export.models or list(made):
+            model, _, steps = made[name]
+            path = out / "export" / f"{name}.onnx"
+            info = export_checked(model, path, split, steps=steps, item_ids=data.item_ids,
+                                  popular=popular, cfg=cfg)  # fmt: skip
+            exported.append((f"{name}.onnx", path))
+            for mode in recipe.export.quantize:
+                qpath = out / "export" / f"{name}.{mode}.onnx"
+                res = quantize_file(path, qpath, OnnxQuantConfig(mode=mode), data, split, ev)
+                (qpath.with_name(qpath.stem + ".items.json")).write_text(
+                    path.with_name(path.stem + ".items.json").read_text())  # fmt: skip
+                info.setdefault("quantized", {})[mode] = {
+                    k: res[k] for k in ("path", "size_ratio", "agreement@10", "step")}
+                info["quantized"][mode]["bytes"] = res["after"]["bytes"]
+                info["quantized"][mode]["ndcg@10"] = res["after"]["metrics"]["ndcg@10"]
+                exported.append((f"{name}.{mode}.onnx", qpath))
+            report["models"][name]["export"] = info
+            write_json(out / "report.json", report)
+    if recipe.benchmark:
+        from recshrink.benchmark.report import markdown, plots
+        from recshrink.benchmark.run import run_benchmark
+        from recshrink.fsutil import atomic_write_text
+
+        b = recipe.benchmark
+        entries = [(name, where) for name, (_, where, _) in made.items()] + exported
+        bench = run_benchmark(entries, data, split, backends=tuple(b.backends), device=b.device,
+                              batches=tuple(b.batches), threads=b.threads, budget_s=b.budget_s,
+                              teacher=recipe.teacher.label, ks=ev.ks, progress=progress)  # fmt: skip
+        write_json(out / "benchmark.json", bench)
+        atomic_write_text(out / "report.md", markdown(bench))
+        plots(bench, out)
+        for name, e in bench["models"].items():
+            target = report["models"].get(name)
+            if target is None:  # an exported file: attach to its model's export block
+                base = name.split(".")[0]
+                target = report["models"][base].setdefault("export", {}).setdefault("benchmark", {})
+                target = target.setdefault(name, {})
+            for key in ("latency_us", "throughput", "memory", "vs_teacher"):
+                if key in e:
+                    target[key] = e[key]
+        report["benchmark"] = {"settings": bench["settings"], "machine": bench["machine"]}
+
+
+def check_gates(recipe: Recipe, report: dict) -> None:
+    """Fail (a user error, exit 2) when a model made so far is under its retention floor.
+
+    Called after every model, so a failing gate stops the run before anything downstream.
+
+    Raises:
+        RecshrinkError: Names every model under its floor.
+    """
+    failed = []
+    for name, floor in recipe.gates.min_retention.items():
+        if name not in report["models"]:
+            continue
+        entry = report["models"][name]
+        got = entry.get("retention", 1.0 if name == recipe.teacher.label else None)
+        if got is None or got < floor:
+            failed.append(f"{name} retention {got} < {floor}")
+    if failed:
+        raise RecshrinkError("quality gate failed: " + "; ".join(failed) +
+                             " (report.json is written; nothing downstream was skipped silently)")

@@ -13,6 +13,7 @@ from pydantic import (
 )  # fmt: skip
 
 from recshrink.compress.distill import DistillConfig
+from recshrink.compress.prune import PruneConfig
 from recshrink.data.synthetic import SyntheticConfig
 from recshrink.errors import RecipeError, RecshrinkError
 from recshrink.models import build_model, builder_names
@@ -127,9 +128,62 @@ class EvalSpec(_Strict):
         return check_ks(v)
 
 
+class PruneSpec(_Strict):
+    """A pruning stage: which model to prune, how, and how to recover."""
+
+    name: str
+    model: str  # the label of a model made earlier in the recipe
+    config: PruneConfig = Field(default_factory=PruneConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=10, patience=3))
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+
+
+class QuantizeSpec(_Strict):
+    """A row-wise item-table quantization stage (PyTorch side; the result exports too)."""
+
+    name: str
+    model: str
+    bits: Literal[8, 4] = 8
+
+
+class ExportSpec(_Strict):
+    """ONNX export of models made by the recipe, validated and gated, plus ORT quantization."""
+
+    models: list[str] | None = None  # default: every model
+    k: int = Field(10, ge=1)
+    min_agreement: float = Field(0.99, ge=0.0, le=1.0)
+    quantize: list[Literal["dynamic", "static", "fp16"]] = Field(default_factory=list)
+
+
+class BenchmarkSpec(_Strict):
+    """Benchmark stage: every model directory and exported file, side by side."""
+
+    backends: list[str] = Field(default_factory=lambda: ["torch", "onnxruntime"])
+    device: str = "cpu"
+    batches: list[int] = Field(default_factory=lambda: [1, 16, 256])
+    budget_s: float = Field(1.0, gt=0)
+    threads: int | None = Field(None, ge=1)
+
+    @field_validator("backends")
+    @classmethod
+    def _backends(cls, v: list[str]) -> list[str]:
+        from recshrink.benchmark.backends import BACKENDS
+
+        bad = [b for b in v if b not in BACKENDS]
+        if bad:
+            raise ValueError(f"unknown backend {bad[0]!r}; allowed: {', '.join(BACKENDS)}")
+        return v
+
+
+class GateSpec(_Strict):
+    """Quality gates: the run fails (exit 2) when a model falls under its floor."""
+
+    min_retention: dict[str, float] = Field(default_factory=dict)
+
+
 class Recipe(_Strict):
     """A whole recipe. Stages run in order: data, teacher, baselines, students (distillation),
-    evaluate, report."""
+    prune, quantize, export, benchmark, report; gates are checked at the end."""
 
     name: str = "recipe"
     seed: int = 0
@@ -137,13 +191,32 @@ class Recipe(_Strict):
     teacher: ModelSpec = Field(default_factory=ModelSpec)
     baselines: list[ModelSpec] = Field(default_factory=list)
     students: list[StudentSpec] = Field(default_factory=list)
+    prune: list[PruneSpec] = Field(default_factory=list)
+    quantize: list[QuantizeSpec] = Field(default_factory=list)
+    export: ExportSpec | None = None
+    benchmark: BenchmarkSpec | None = None
+    gates: GateSpec = Field(default_factory=GateSpec)
     evaluate: EvalSpec = Field(default_factory=EvalSpec)
 
     def model_post_init(self, __context: Any) -> None:
         labels = [self.teacher.label] + [b.label for b in self.baselines + self.students]
+        known = set(labels)
+        for section, jobs in (("prune", self.prune), ("quantize", self.quantize)):
+            for i, job in enumerate(jobs):
+                if job.model not in known:
+                    raise ValueError(f"{section}.{i}.model: {job.model!r} is not a model made "
+                                     f"earlier; known: {', '.join(sorted(known))}")
+                known.add(job.name)
+                labels.append(job.name)
         dupes = sorted({x for x in labels if labels.count(x) > 1})
         if dupes:
             raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        for where, names in (("export.models", (self.export.models or []) if self.export else []),
+                             ("gates.min_retention", list(self.gates.min_retention))):
+            for name in names:
+                if name not in known:
+                    raise ValueError(f"{where}: {name!r} is not a model of this recipe; "
+                                     f"known: {', '.join(sorted(known))}")
 
 
 def _parse_value(text: str) -> Any:
@@ -195,6 +268,7 @@ def _inject_seed(raw: dict) -> None:
         raw["teacher"] = {}  # the default teacher gets the recipe seed too
     specs = [raw.get("teacher")]
     specs += list(raw.get("baselines") or []) + list(raw.get("students") or [])
+    specs += list(raw.get("prune") or [])
     for spec in specs:
         if isinstance(spec, dict):
             train = spec.setdefault("train", {})

@@ -19,13 +19,14 @@ def markdown(report: dict) -> str:
     """``report.md``: one row per model and backend, then latency by batch size."""
     dev = report["settings"]["device"]
     m = report["machine"]
+    top = str(max(report["settings"]["batches"]))
     lines = [
         f"# Benchmark ({dev})", "",
         f"Machine: {m.get('gpu') or m.get('processor')} · {m.get('platform')} · torch "
         f"{m.get('torch')} · {m.get('threads')} threads. Teacher: `{report['teacher']}`. "
         f"Inputs: {report['settings']['inputs']}; {report['settings']['io']}.", "",
         "| model | backend | size | NDCG@10 | F1@10 | retention | fidelity@10 | p50@1 (µs) | "
-        "p99@1 (µs) | users/s@256 |",
+        f"p99@1 (µs) | users/s@{top} |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for label, e in report["models"].items():
@@ -33,7 +34,7 @@ def markdown(report: dict) -> str:
         ret = e.get("vs_teacher", {}).get("ndcg@10")
         for backend, lat in e["latency_us"].get(dev, {}).items():
             one = lat.get("1", {})
-            thr = e["throughput"][dev][backend].get("256")
+            thr = e["throughput"][dev][backend].get(top)
             lines.append(
                 f"| {label} | {backend} | {_fmt_bytes(e['bytes'])} | "
                 f"{met.get('ndcg@10', float('nan')):.4f} | {met.get('f1@10', float('nan')):.4f} | "
@@ -97,26 +98,31 @@ def plots(report: dict, out_dir: Path, batch: str = "1") -> list[Path]:
             labels.append(f"trial {label}")
             sizes.append(trial.get("bytes", 1))
     if pts:
-        fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+        # numbered markers with a legend beside the axes: labels of close points never overlap
+        fig, ax = plt.subplots(figsize=(10, 5.5), dpi=120)
         smax = max(sizes)
-        area = [40 + 600 * s / smax for s in sizes]
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=area, alpha=0.55,
-                   c=range(len(pts)), cmap="tab10", edgecolors="k")  # fmt: skip
-        for (x, y), text in zip(pts, labels):
-            ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-        front = pareto_front(pts)
-        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1,
-                label="Pareto front")  # fmt: skip
+        cmap = plt.get_cmap("tab20")
+        front = set(pareto_front(pts))
+        for i, ((x, y), text, size) in enumerate(zip(pts, labels, sizes)):
+            ax.scatter([x], [y], s=40 + 600 * size / smax, alpha=0.6, color=cmap(i % 20),
+                       edgecolors="k", linewidths=1.8 if i in front else 0.6,
+                       label=f"{i + 1}: {text} ({_fmt_bytes(size)})")  # fmt: skip
+            ax.annotate(str(i + 1), (x, y), ha="center", va="center", fontsize=8, weight="bold")
+        order = pareto_front(pts)
+        ax.step([pts[i][0] for i in order], [pts[i][1] for i in order], "k--", lw=1,
+                where="post")  # fmt: skip
         ax.set_xscale("log")
         ax.set_xlabel(f"p50 latency at batch {batch} (µs, log scale, {dev})")
         ax.set_ylabel("NDCG@10 (test, full ranking)")
-        ax.set_title("Latency vs ranking quality (marker area = artifact size)")
+        ax.set_title("Latency vs ranking quality: marker area = artifact size, "
+                     "bold edge + dashed line = Pareto front", fontsize=10)  # fmt: skip
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, markerscale=0.4,
+                  frameon=False)  # fmt: skip
         fig.tight_layout()
         written.append(_save(fig, out_dir / "pareto.png"))
         plt.close(fig)
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(10, 5.5), dpi=120)
     batches = report["settings"]["batches"]
     for label, e in report["models"].items():
         for backend, lat in e["latency_us"].get(dev, {}).items():
@@ -128,7 +134,7 @@ def plots(report: dict, out_dir: Path, batch: str = "1") -> list[Path]:
     ax.set_ylabel("p50 latency per batch (µs)")
     ax.set_title(f"Latency vs batch size ({dev})")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     fig.tight_layout()
     written.append(_save(fig, out_dir / "latency_vs_batch.png"))
     plt.close(fig)

@@ -258,7 +258,14 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
 
 
 def ort_session(path: str | Path, threads: int | None = None):
-    """An ONNX Runtime CPU session (``threads`` intra-op threads, default ORT's)."""
+    """An ONNX Runtime CPU session (``threads`` intra-op threads, default ORT's).
+
+    A graph whose only quantization is weight-only ``DequantizeLinear`` (the row-wise INT8 item
+    table) gets ORT's QDQ handling turned off, so the table is dequantized once when the session
+    is created (constant folding) instead of on every call; graphs with ``QuantizeLinear``
+    (static QDQ) keep it, since that is what fuses them into integer kernels.
+    """
+    import onnx
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -266,6 +273,9 @@ def ort_session(path: str | Path, threads: int | None = None):
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+    if "DequantizeLinear" in ops and "QuantizeLinear" not in ops:
+        opts.add_session_config_entry("session.disable_quant_qdq", "1")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

@@ -87,8 +87,13 @@ class SeqRecModel(nn.Module):
         return torch.topk(self.scores(seq), k, dim=-1)
 
     def num_params(self) -> int:
-        """Number of parameters, the item table included."""
-        return sum(p.numel() for p in self.parameters())
+        """Number of weights, the item table included (a quantized table counts its
+        ``rows x dim`` entries, whatever their bit width)."""
+        n = sum(p.numel() for p in self.parameters())
+        emb = self.item_emb
+        if not isinstance(emb, nn.Embedding) and hasattr(emb, "codes"):
+            n += (self.num_items + 1) * self.dim
+        return n
 
     def config(self) -> dict:
         """Architecture name and builder arguments (enough to rebuild the model)."""

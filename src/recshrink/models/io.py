@@ -206,8 +206,11 @@ def _read_config(path: Path) -> dict:
 
 
 def artifact_bytes(path: str | Path) -> int:
-    """Size on disk of a file, or of all files in a directory."""
+    """Size on disk of a file, or of a model directory's model files (config, id map, weights;
+    not its training state or reports), or of all files in another directory."""
     p = Path(path)
     if p.is_file():
         return p.stat().st_size
+    if (p / WEIGHTS).is_file():
+        return sum((p / f).stat().st_size for f in (CONFIG, ITEMS, WEIGHTS) if (p / f).is_file())
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
