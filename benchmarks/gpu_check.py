@@ -1,0 +1,198 @@
+"""One-go GPU check (at most ~5 minutes on an H100/H200): export, validate and time a teacher
+and a student on CUDA, writing the results as JSON and Markdown.
+
+Two halves:
+
+1. Here, on the CPU machine, pack what the GPU machine needs (model directories and real test
+   histories; the GPU machine cannot see ``../shared``)::
+
+       python benchmarks/gpu_check.py prepare --teacher runs/beauty/teacher_ffn4x \\
+           --student runs/beauty/gru_kd --data ../shared/data/beauty/Beauty.txt
+
+   It writes ``gpu_payload/`` (git-ignored, about 25 MB for Beauty).
+
+2. On the GPU machine, from the repository root (recshrink itself on ``PYTHONPATH=src``)::
+
+       python benchmarks/gpu_check.py run --out $OUT
+
+   For each model: ONNX export validated against PyTorch (ONNX Runtime CPU), top-10 agreement
+   of the CUDA backends with PyTorch CPU, then p50/p90/p99 latency and users/s at batch 1 and
+   1024 for eager fp32, eager fp16, CUDA-graph fp16, ``torch.compile`` (student) and an
+   AOTInductor package (student), and TensorRT where it is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+PAYLOAD = ROOT / "gpu_payload"
+
+
+def prepare(args) -> None:
+    from recshrink.data.loaders import load_data
+    from recshrink.data.split import leave_one_out
+
+    PAYLOAD.mkdir(exist_ok=True)
+    for name, src in (("teacher", args.teacher), ("student", args.student)):
+        dst = PAYLOAD / name
+        dst.mkdir(exist_ok=True)
+        for f in ("config.json", "items.json", "model.safetensors"):
+            shutil.copyfile(Path(src) / f, dst / f)
+    fmt = "recbole" if args.data.endswith(".inter") else "s3rec"
+    data = load_data(fmt, Path(args.data))
+    split = leave_one_out(data, 50)
+    np.save(PAYLOAD / "test_histories.npy", split.test.histories.astype(np.int32))
+    print(f"wrote {PAYLOAD} ({sum(f.stat().st_size for f in PAYLOAD.rglob('*') if f.is_file()):,} B)")
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean([len(set(x) & set(y)) / len(x) for x, y in zip(a.tolist(), b.tolist())]))
+
+
+def run(args) -> None:
+    import torch
+
+    from recshrink.benchmark.backends import open_runner
+    from recshrink.benchmark.latency import input_batches, throughput, time_calls
+    from recshrink.export.onnx import OnnxExportConfig, ServingHead, export_onnx, validate_onnx
+    from recshrink.models.io import load_model
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    hist = np.load(PAYLOAD / "test_histories.npy").astype(np.int64)
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    results: dict = {"device": dev, "torch": torch.__version__,
+                     "cuda": torch.version.cuda, "models": {}, "notes": []}  # fmt: skip
+    try:
+        import tensorrt  # noqa: F401
+
+        has_trt = True
+    except ImportError:
+        has_trt = False
+        results["notes"].append("tensorrt is not installed on this machine: no engine timed")
+    batches = [1, 1024]
+    check = hist[: args.check_users]
+    for name in ("teacher", "student"):
+        path = PAYLOAD / name
+        model, _ = load_model(path)
+        entry: dict = {"arch": model.arch, "params": model.num_params(), "backends": {}}
+        # ONNX export validated against PyTorch (ORT CPU on this image)
+        t0 = time.perf_counter()
+        onnx_path = out / f"{name}.onnx"
+        export_onnx(model, onnx_path, OnnxExportConfig())
+        entry["onnx"] = {**validate_onnx(onnx_path, model, check), "bytes": onnx_path.stat().st_size,
+                         "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+        with torch.inference_mode():
+            ref = ServingHead(model.eval(), 10)(torch.from_numpy(check))[1].numpy()
+        configs = [("torch", "fp32"), ("torch", "fp16"), ("torch-cudagraph", "fp16")]
+        if name == "student":
+            configs += [("torch-compile", "fp16")]
+        for backend, dtype in configs:
+            t0 = time.perf_counter()
+            try:
+                runner = open_runner(path, backend, device="cuda", dtype=dtype)
+                lat, thr = {}, {}
+                for b in batches:
+                    src = input_batches(hist, b, count=8, seed=b, fixed_len=runner.fixed_len)
+                    inputs = [runner.prepare(x) for x in src]
+                    st = time_calls(runner.call, inputs, warmup=len(inputs) + 5,
+                                    budget_s=args.budget, sync=runner.sync)  # fmt: skip
+                    lat[str(b)], thr[str(b)] = st, throughput(b, st)
+                ids = []
+                for i in range(0, len(check), 256):
+                    x = check[i : i + 256]
+                    if runner.fixed_len:
+                        x = x[:, -runner.fixed_len :]
+                    x = np.ascontiguousarray(x)
+                    ids.append(runner.call(runner.prepare(x))[1].cpu().numpy())
+                entry["backends"][f"{backend}-{dtype}"] = {
+                    "latency_us": lat, "users_per_s": thr,
+                    "agreement@10_vs_cpu_fp32": round(_agreement(np.concatenate(ids), ref), 4),
+                    "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+            except Exception as exc:  # record and go on: one backend must not sink the run
+                entry["backends"][f"{backend}-{dtype}"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            print(name, backend, dtype, json.dumps(entry["backends"][f"{backend}-{dtype}"])[:300],
+                  flush=True)  # fmt: skip
+        if name == "student" and time.perf_counter() - t_start < args.aoti_before_s:
+            from recshrink.export.runtime import export_aoti
+
+            t0 = time.perf_counter()
+            try:
+                pkg = export_aoti(model.half().cuda(), out / "student.pt2", k=10, device="cuda")
+                runner = open_runner(pkg, "aoti", device="cuda")
+                lat, thr = {}, {}
+                for b in batches:
+                    src = input_batches(hist, b, count=8, seed=b, fixed_len=runner.fixed_len)
+                    inputs = [runner.prepare(x) for x in src]
+                    st = time_calls(runner.call, inputs, warmup=len(inputs) + 5,
+                                    budget_s=args.budget, sync=runner.sync)  # fmt: skip
+                    lat[str(b)], thr[str(b)] = st, throughput(b, st)
+                entry["backends"]["aoti-fp16"] = {"latency_us": lat, "users_per_s": thr,
+                                                  "compile_seconds": round(time.perf_counter() - t0, 1)}
+            except Exception as exc:
+                entry["backends"]["aoti-fp16"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        if has_trt:
+            from recshrink.export.tensorrt import TensorRTConfig, build_engine
+
+            try:
+                eng = build_engine(onnx_path, out / f"{name}.engine",
+                                   TensorRTConfig(precision="fp16", opt_batch=256, max_batch=1024))
+                runner = open_runner(eng, "tensorrt", device="cuda")
+                lat, thr = {}, {}
+                for b in batches:
+                    inputs = [runner.prepare(x) for x in input_batches(hist, b, count=8, seed=b)]
+                    st = time_calls(runner.call, inputs, warmup=13, budget_s=args.budget,
+                                    sync=runner.sync)  # fmt: skip
+                    lat[str(b)], thr[str(b)] = st, throughput(b, st)
+                entry["backends"]["tensorrt-fp16"] = {"latency_us": lat, "users_per_s": thr}
+            except Exception as exc:
+                entry["backends"]["tensorrt-fp16"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        results["models"][name] = entry
+        (out / "gpu_results.json").write_text(json.dumps(results, indent=2))
+    results["seconds"] = round(time.perf_counter() - t_start, 1)
+    (out / "gpu_results.json").write_text(json.dumps(results, indent=2))
+    lines = [f"# GPU check on {dev} (torch {torch.__version__}, CUDA {torch.version.cuda})", "",
+             "| model | backend | p50@1 µs | p99@1 µs | p50@1024 µs | users/s@1024 | agreement@10 |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, e in results["models"].items():
+        for b, r in e["backends"].items():
+            if "error" in r:
+                lines.append(f"| {name} | {b} | error: {r['error'][:80]} | | | | |")
+                continue
+            lat, thr = r["latency_us"], r["users_per_s"]
+            lines.append(f"| {name} | {b} | {lat['1']['p50']:.0f} | {lat['1']['p99']:.0f} | "
+                         f"{lat['1024']['p50']:.0f} | {thr['1024']:,.0f} | "
+                         f"{r.get('agreement@10_vs_cpu_fp32', '')} |")  # fmt: skip
+    (out / "gpu_results.md").write_text("\n".join(lines + [""] + results["notes"]) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--student", required=True)
+    p.add_argument("--data", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--out", required=True)
+    r.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls per point")
+    r.add_argument("--check-users", type=int, default=4096)
+    r.add_argument("--aoti-before-s", type=float, default=150.0,
+                   help="build the AOTInductor package only if this many seconds have not passed")
+    args = ap.parse_args()
+    prepare(args) if args.cmd == "prepare" else run(args)
+
+
+if __name__ == "__main__":
+    main()
