@@ -527,6 +527,20 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
                 info["quantized"][mode]["bytes"] = res["after"]["bytes"]
                 info["quantized"][mode]["ndcg@10"] = res["after"]["metrics"]["ndcg@10"]
                 exported.append((f"{name}.{mode}.onnx", qpath))
+            for precision in recipe.export.tensorrt:  # int8 engines come from static QDQ graphs
+                from recshrink.export.tensorrt import TensorRTConfig, build_engine, opt_length
+
+                src = out / "export" / f"{name}.static.onnx" if precision == "int8" else path
+                if not src.is_file():
+                    raise RecshrinkError(f"export.tensorrt: int8 needs export.quantize: [static] "
+                                         f"(no {src})")  # fmt: skip
+                engine = out / "export" / f"{name}.{precision}.engine"
+                build_engine(src, engine, TensorRTConfig(
+                    precision=precision, opt_len=opt_length(split.test.histories),
+                    timing_cache=str(out / "export" / "timing.cache")))  # fmt: skip
+                info.setdefault("tensorrt", {})[precision] = {"path": str(engine),
+                                                              "bytes": engine.stat().st_size}
+                exported.append((f"{name}.{precision}.engine", engine))
             report["models"][name]["export"] = info
             write_json(out / "report.json", report)
     if recipe.benchmark:

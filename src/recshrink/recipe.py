@@ -153,6 +153,7 @@ class ExportSpec(_Strict):
     k: int = Field(10, ge=1)
     min_agreement: float = Field(0.99, ge=0.0, le=1.0)
     quantize: list[Literal["dynamic", "static", "fp16"]] = Field(default_factory=list)
+    tensorrt: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=list)
 
 
 class BenchmarkSpec(_Strict):
