@@ -105,3 +105,34 @@ def test_recipe_refers_to_unknown_models():
     raw["benchmark"] = {"backends": ["tflite"]}
     with pytest.raises(RecipeError, match="benchmark.backends: unknown backend 'tflite'"):
         parse_recipe(raw)
+
+
+def test_rerun_reuses_manifests_and_from_redoes(tmp_path, monkeypatch):
+    import recshrink.pipeline as pl
+
+    torch.set_num_threads(1)
+    raw = json.loads(json.dumps(TINY))
+    raw["quantize"] = [{"name": "g_int8", "model": "g_kd", "bits": 8}]
+    recipe = parse_recipe(raw)
+    first = run_recipe(recipe, tmp_path, progress=False)
+    man = json.loads((tmp_path / "students" / "g_kd" / "manifest.json").read_text())
+    assert man["stage"] == "students" and man["entry"]["metrics"] == first["models"]["g_kd"]["metrics"]
+    calls = []
+    real_fit, real_distill = pl.fit, pl.distill
+    monkeypatch.setattr(pl, "fit", lambda *a, **k: calls.append("fit") or real_fit(*a, **k))
+    monkeypatch.setattr(pl, "distill", lambda *a, **k: calls.append("distill") or real_distill(*a, **k))
+    again = run_recipe(recipe, tmp_path, progress=False)
+    assert calls == []  # every model came from its manifest
+    assert again["models"] == first["models"]
+    redo = run_recipe(recipe, tmp_path, progress=False, from_stage="students")
+    assert calls == ["distill"]  # the student again (its training state resumes: same weights)
+    assert redo["models"]["g_kd"]["metrics"] == first["models"]["g_kd"]["metrics"]
+    # a changed student config invalidates the student and what was made from it
+    raw["students"][0]["distill"]["rank_weight"] = 0.3
+    calls.clear()
+    run_recipe(parse_recipe(raw), tmp_path, progress=False)
+    assert calls == ["distill"]
+    from recshrink.errors import RecshrinkError
+
+    with pytest.raises(RecshrinkError, match="--from"):
+        run_recipe(recipe, tmp_path, progress=False, from_stage="nonsense")

@@ -304,14 +304,22 @@ def evaluate_cmd(model_path, which, out, **kw) -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory.")
 @click.option("--set", "overrides", multiple=True, help="Override KEY.PATH=VALUE (repeatable).")
 @click.option("--progress/--no-progress", default=True)
-def run(recipe_path, out, overrides, progress) -> None:
-    """Run a recipe end to end (validated before any work starts)."""
+@click.option("--from", "from_stage", default=None,
+              type=click.Choice(["teacher", "baselines", "students", "prune", "quantize",
+                                 "export", "benchmark"]),
+              help="Redo this stage and every later one (earlier stages whose manifest "
+                   "matches are reused).")
+def run(recipe_path, out, overrides, progress, from_stage) -> None:
+    """Run a recipe end to end (validated before any work starts).
+
+    Re-running it skips models whose manifest matches and resumes interrupted trainings.
+    """
     from recshrink.pipeline import run_recipe
     from recshrink.recipe import load_recipe
 
     recipe = load_recipe(recipe_path, tuple(overrides))
     _check_out(out, "dir")
-    report = run_recipe(recipe, out, progress=progress)
+    report = run_recipe(recipe, out, progress=progress, from_stage=from_stage)
     for name, entry in report["models"].items():
         _print_metrics(f"{name} [{entry['role']}, {entry['params']:,} params]", entry["metrics"])
     click.echo(f"report: {out / 'report.json'} ({report['seconds']:.0f} s)")

@@ -381,8 +381,59 @@ def _agreement(model: SeqRecModel, teacher: SeqRecModel, split: Split, batch: in
     return round(total / max(1, len(hist)), 4)
 
 
-def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True) -> dict:
+STAGES = ("teacher", "baselines", "students", "prune", "quantize", "export", "benchmark")
+
+
+class Manifests:
+    """Per-artifact ``manifest.json``: the stage, a hash of its config and inputs, the recshrink
+    version, its timing and its report entry. A re-run skips an artifact whose manifest matches
+    (same config, same inputs); ``from_stage`` redoes that stage and every later one.
+    """
+
+    def __init__(self, data_fingerprint: str, from_stage: str | None = None) -> None:
+        if from_stage is not None and from_stage not in STAGES:
+            raise RecshrinkError(f"--from {from_stage!r}: choose one of {', '.join(STAGES)}")
+        self.fingerprint = data_fingerprint
+        self.redo = set(STAGES[STAGES.index(from_stage):]) if from_stage else set()
+
+    def key(self, stage: str, config: object, *parents: str) -> str:
+        """Hash of the stage, its config (JSON), the data and the parents' keys."""
+        import hashlib
+        import json
+
+        blob = json.dumps([stage, config, self.fingerprint, __version__, *parents],
+                          sort_keys=True, default=str)  # fmt: skip
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    def hit(self, stage: str, where: Path, key: str) -> dict | None:
+        """The manifest at ``where`` if it matches ``key`` and its artifact is complete."""
+        import json
+
+        m = where / "manifest.json"
+        if stage in self.redo or not m.is_file():
+            return None
+        try:
+            man = json.loads(m.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        if man.get("key") != key or not all((where / f).exists() for f in man.get("files", [])):
+            return None
+        return man
+
+    def record(self, stage: str, where: Path, key: str, seconds: float, entry: dict,
+               files: tuple[str, ...] = ("config.json", "model.safetensors")) -> None:  # fmt: skip
+        write_json(where / "manifest.json", {"stage": stage, "key": key, "version": __version__,
+                                             "seconds": round(seconds, 2), "files": list(files),
+                                             "entry": entry})  # fmt: skip
+
+
+def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True,
+               from_stage: str | None = None) -> dict:  # fmt: skip
     """Run a validated recipe end to end and write ``OUT/report.json``.
+
+    Every model directory gets a ``manifest.json``; re-running the recipe skips models whose
+    manifest matches and resumes an interrupted training from its last finished epoch.
+    ``from_stage`` redoes that stage and every later one.
 
     Returns:
         The report.
@@ -415,7 +466,28 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True) -> di
     teacher, teacher_ndcg = None, None
     baseline_by_model: dict[str, str] = {}
     made: dict[str, tuple[SeqRecModel, Path, list[dict]]] = {}
+    manifests = Manifests(data.fingerprint(), from_stage)
+    keys: dict[str, str] = {}
+    stage_of = {"teacher": "teacher", "baseline": "baselines", "student": "students"}
     for role, spec, where in jobs:
+        stage = stage_of[role]
+        parents = (keys[recipe.teacher.label],) if role == "student" else ()
+        key = manifests.key(stage, spec.model_dump(mode="json"), *parents)
+        keys[spec.label] = key
+        hit = manifests.hit(stage, where, key)
+        if hit:  # the same model from an earlier run: reuse it and its report entry
+            model, _ = load_model(where)
+            entry = hit["entry"]
+            if role == "teacher":
+                teacher, teacher_ndcg = model, entry["metrics"]["ndcg@10"]
+            if role == "baseline":
+                baseline_by_model.setdefault(spec.model, spec.label)
+            report["models"][spec.label] = entry
+            made[spec.label] = (model, where, entry.get("steps", []))
+            write_json(out / "report.json", report)
+            check_gates(recipe, report)
+            continue
+        t_stage = time.perf_counter()
         if role == "student":
             model, summary = distill_student(spec, teacher, recipe.teacher.label, data, split,
                                              where, max_len=recipe.data.max_len,
@@ -445,10 +517,12 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True) -> di
         extra["agreement@10"] = _agreement(model, teacher, split) if role != "teacher" else 1.0
         report["models"][spec.label] = model_entry(model, role, where, metrics, train=summary,
                                                    extra=extra)  # fmt: skip
+        manifests.record(stage, where, key, time.perf_counter() - t_stage,
+                         report["models"][spec.label])  # fmt: skip
         made[spec.label] = (model, where, extra.get("steps", []))
         write_json(out / "report.json", report)
         check_gates(recipe, report)
-    _compress_stages(recipe, data, split, out, report, made, teacher, progress)
+    _compress_stages(recipe, data, split, out, report, made, teacher, progress, manifests, keys)
     report["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / "report.json", report)
     check_gates(recipe, report)
@@ -467,7 +541,8 @@ def _derived_entry(model: SeqRecModel, role: str, where: Path, metrics: dict, pa
 
 
 def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: Path, report: dict,
-                     made: dict, teacher: SeqRecModel, progress: bool) -> None:  # fmt: skip
+                     made: dict, teacher: SeqRecModel, progress: bool, manifests: Manifests,
+                     keys: dict[str, str]) -> None:  # fmt: skip
     """prune -> quantize -> export (+ ORT quantization) -> benchmark, each adding to the report."""
     import copy
 
@@ -479,6 +554,14 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
     for job in recipe.prune:
         parent, _, psteps = made[job.model]
         where = out / "pruned" / job.name
+        key = keys[job.name] = manifests.key("prune", job.model_dump(mode="json"), keys[job.model])
+        hit = manifests.hit("prune", where, key)
+        if hit:
+            report["models"][job.name] = hit["entry"]
+            made[job.name] = (load_model(where)[0], where, hit["entry"]["steps"])
+            check_gates(recipe, report)
+            continue
+        t_stage = time.perf_counter()
         pruned, summary = prune_model(parent, job.model, psteps, job.config, data, split, where,
                                       train_cfg=job.train, distill_cfg=job.distill,
                                       cache_dir=out / "cache", progress=progress)  # fmt: skip
@@ -487,15 +570,25 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
         report["models"][job.name] = _derived_entry(
             pruned, "pruned", where, metrics, job.model, steps, teacher, teacher_ndcg,
             report["models"][job.model]["metrics"], split, {"prune": summary})  # fmt: skip
+        manifests.record("prune", where, key, time.perf_counter() - t_stage, report["models"][job.name])
         made[job.name] = (pruned, where, steps)
         write_json(out / "report.json", report)
         check_gates(recipe, report)
     for job in recipe.quantize:
         parent, _, psteps = made[job.model]
+        where = out / "quantized" / job.name
+        key = keys[job.name] = manifests.key("quantize", job.model_dump(mode="json"),
+                                             keys[job.model])  # fmt: skip
+        hit = manifests.hit("quantize", where, key)
+        if hit:
+            report["models"][job.name] = hit["entry"]
+            made[job.name] = (load_model(where)[0], where, hit["entry"]["steps"])
+            check_gates(recipe, report)
+            continue
+        t_stage = time.perf_counter()
         cfg = RowwiseConfig(bits=job.bits)
         q = quantize_item_table(copy.deepcopy(parent), cfg)
         steps = [*psteps, cfg.step()]
-        where = out / "quantized" / job.name
         save_model(q, where, item_ids=data.item_ids, data_fingerprint=data.fingerprint(),
                    steps=steps, extra={"parent": job.model,
                                        "popular": popular_items(split, data.num_items)})  # fmt: skip
@@ -503,6 +596,8 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
         report["models"][job.name] = _derived_entry(
             q, "quantized", where, metrics, job.model, steps, teacher, teacher_ndcg,
             report["models"][job.model]["metrics"], split, {})  # fmt: skip
+        manifests.record("quantize", where, key, time.perf_counter() - t_stage,
+                         report["models"][job.name])  # fmt: skip
         made[job.name] = (q, where, steps)
         write_json(out / "report.json", report)
         check_gates(recipe, report)
