@@ -540,6 +540,17 @@ def _derived_entry(model: SeqRecModel, role: str, where: Path, metrics: dict, pa
         "agreement@10": _agreement(model, teacher, split), **extra})  # fmt: skip
 
 
+def _reuse(hit: dict | None, name: str, where: Path, report: dict, made: dict,
+           recipe: Recipe) -> bool:  # fmt: skip
+    """Take a model and its report entry from a matching manifest (False: no match)."""
+    if not hit:
+        return False
+    report["models"][name] = hit["entry"]
+    made[name] = (load_model(where)[0], where, hit["entry"].get("steps", []))
+    check_gates(recipe, report)
+    return True
+
+
 def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: Path, report: dict,
                      made: dict, teacher: SeqRecModel, progress: bool, manifests: Manifests,
                      keys: dict[str, str]) -> None:  # fmt: skip
@@ -555,11 +566,7 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
         parent, _, psteps = made[job.model]
         where = out / "pruned" / job.name
         key = keys[job.name] = manifests.key("prune", job.model_dump(mode="json"), keys[job.model])
-        hit = manifests.hit("prune", where, key)
-        if hit:
-            report["models"][job.name] = hit["entry"]
-            made[job.name] = (load_model(where)[0], where, hit["entry"]["steps"])
-            check_gates(recipe, report)
+        if _reuse(manifests.hit("prune", where, key), job.name, where, report, made, recipe):
             continue
         t_stage = time.perf_counter()
         pruned, summary = prune_model(parent, job.model, psteps, job.config, data, split, where,
@@ -577,13 +584,8 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
     for job in recipe.quantize:
         parent, _, psteps = made[job.model]
         where = out / "quantized" / job.name
-        key = keys[job.name] = manifests.key("quantize", job.model_dump(mode="json"),
-                                             keys[job.model])  # fmt: skip
-        hit = manifests.hit("quantize", where, key)
-        if hit:
-            report["models"][job.name] = hit["entry"]
-            made[job.name] = (load_model(where)[0], where, hit["entry"]["steps"])
-            check_gates(recipe, report)
+        key = keys[job.name] = manifests.key("quantize", job.model_dump(mode="json"), keys[job.model])
+        if _reuse(manifests.hit("quantize", where, key), job.name, where, report, made, recipe):
             continue
         t_stage = time.perf_counter()
         cfg = RowwiseConfig(bits=job.bits)
