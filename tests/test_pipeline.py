@@ -136,3 +136,38 @@ def test_rerun_reuses_manifests_and_from_redoes(tmp_path, monkeypatch):
 
     with pytest.raises(RecshrinkError, match="--from"):
         run_recipe(recipe, tmp_path, progress=False, from_stage="nonsense")
+
+
+def test_search_picks_the_fastest_trial_within_the_drop(tmp_path):
+    torch.set_num_threads(1)
+    raw = json.loads(json.dumps(TINY))
+    raw["baselines"], raw["students"] = [], []
+    tr = {"epochs": 1, "batch_size": 32, "num_negatives": 16}
+    raw["search"] = {"students": ["gru_tiny", "cnn_small"], "prune_ratios": [0.0, 0.5],
+                     "quantize": ["none", "int8"], "max_drop": 0.99, "max_trials": 4,
+                     "budget_s": 0.02, "train": tr, "prune_train": tr,
+                     "distill": {"top_m": 10, "kd_negatives": 16}}
+    raw["benchmark"] = {"batches": [1], "budget_s": 0.02}
+    report = run_recipe(parse_recipe(raw), tmp_path, progress=False)
+    s = report["search"]
+    assert len(s["trials"]) == 4 and "max_trials" in s["message"]
+    # the grid: larger prune ratios first within a student, each with every quantization
+    assert [t["id"] for t in s["trials"]][:4] == ["gru_tiny-p50-none", "gru_tiny-p50-int8",
+                                                  "gru_tiny-p0-none", "gru_tiny-p0-int8"]
+    ok = [t for t in s["trials"] if t["meets"]]
+    assert s["best"] == min(ok, key=lambda t: t["p50"])["id"]
+    t0 = report["models"]["t"]["metrics"]["ndcg@10"]
+    for t in s["trials"]:
+        assert t["drop"] == pytest.approx(1 - t["ndcg@10"] / t0, abs=1e-3)
+        assert (tmp_path / "search" / "trials" / f"{t['id']}.onnx").is_file()
+    int8 = next(t for t in s["trials"] if t["id"] == "gru_tiny-p0-int8")
+    none = next(t for t in s["trials"] if t["id"] == "gru_tiny-p0-none")
+    assert int8["bytes"] < none["bytes"]
+    assert "## Search" in (tmp_path / "report.md").read_text()
+    # an impossible budget: the search says that no trial meets it
+    raw["search"]["max_drop"] = 0.0
+    raw["search"]["max_trials"] = 1
+    del raw["benchmark"]
+    s2 = run_recipe(parse_recipe(raw), tmp_path, progress=False)["search"]  # models reused
+    if not s2["trials"][0]["meets"]:
+        assert s2["best"] is None and s2["message"].startswith("no trial keeps ndcg@10")

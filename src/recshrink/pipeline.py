@@ -640,6 +640,22 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
                 exported.append((f"{name}.{precision}.engine", engine))
             report["models"][name]["export"] = info
             write_json(out / "report.json", report)
+    trials = {}
+    if recipe.search:
+        from recshrink.search import run_search
+
+        res = run_search(recipe.search, recipe, data, split, out, teacher,
+                         report["models"][recipe.teacher.label]["metrics"], manifests,
+                         keys[recipe.teacher.label], progress)  # fmt: skip
+        report["search"] = res
+        write_json(out / "report.json", report)
+        trials = {t["id"]: {"p50": t["p50"], "ndcg@10": t["ndcg@10"], "bytes": t["bytes"]}
+                  for t in res["trials"] if "p50" in t and res.get("objective")}  # fmt: skip
+        if not recipe.benchmark and trials:
+            from recshrink.benchmark.report import plots
+
+            plots({"settings": {"device": "cpu", "batches": [recipe.search.batch]}, "models": {},
+                   "trials": trials}, out, batch=str(recipe.search.batch))  # fmt: skip
     if recipe.benchmark:
         from recshrink.benchmark.report import markdown, plots
         from recshrink.benchmark.run import run_benchmark
@@ -650,8 +666,16 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
         bench = run_benchmark(entries, data, split, backends=tuple(b.backends), device=b.device,
                               batches=tuple(b.batches), threads=b.threads, budget_s=b.budget_s,
                               teacher=recipe.teacher.label, ks=ev.ks, progress=progress)  # fmt: skip
+        bench["trials"] = trials
         write_json(out / "benchmark.json", bench)
-        atomic_write_text(out / "report.md", markdown(bench))
+        text = markdown(bench)
+        if recipe.search:
+            text += "\n## Search\n\n" + report["search"]["message"] + "\n\n" + "\n".join(
+                ["| trial | NDCG@10 | F1@10 | drop | p50 (µs) | bytes | meets |", "|---|---|---|---|---|---|---|"]
+                + [f"| {t['id']} | {t.get('ndcg@10', '')} | {t.get('f1@10', '')} | {t.get('drop', '')} | "
+                   f"{t.get('p50', t.get('error', ''))} | {t.get('bytes', '')} | {t.get('meets', '')} |"
+                   for t in report["search"]["trials"]]) + "\n"  # fmt: skip
+        atomic_write_text(out / "report.md", text)
         plots(bench, out)
         for name, e in bench["models"].items():
             target = report["models"].get(name)

@@ -14,6 +14,7 @@ from pydantic import (
 
 from recshrink.compress.distill import DistillConfig
 from recshrink.compress.prune import PruneConfig
+from recshrink.search import SearchSpec
 from recshrink.data.synthetic import SyntheticConfig
 from recshrink.errors import RecipeError, RecshrinkError
 from recshrink.models import build_model, builder_names
@@ -196,6 +197,7 @@ class Recipe(_Strict):
     quantize: list[QuantizeSpec] = Field(default_factory=list)
     export: ExportSpec | None = None
     benchmark: BenchmarkSpec | None = None
+    search: SearchSpec | None = None
     gates: GateSpec = Field(default_factory=GateSpec)
     evaluate: EvalSpec = Field(default_factory=EvalSpec)
 

@@ -122,6 +122,8 @@ def plots(report: dict, out_dir: Path, batch: str = "1") -> list[Path]:
         fig.tight_layout()
         written.append(_save(fig, out_dir / "pareto.png"))
         plt.close(fig)
+    if not any(e["latency_us"].get(dev) for e in report["models"].values()):
+        return written
     fig, ax = plt.subplots(figsize=(10, 5.5), dpi=120)
     batches = report["settings"]["batches"]
     for label, e in report["models"].items():

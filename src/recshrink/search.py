@@ -1,0 +1,158 @@
+"""Accuracy-gated search: the fastest (or smallest) compressed student within a quality budget.
+
+Trials are the grid of student architectures x prune ratios x item-table quantization, tried in
+order of expected cost (smallest students first) until the trial or time budget runs out. Each
+trial is distilled from the teacher (shared between trials of the same student through the
+pipeline's manifests), pruned with recovery, quantized, exported to ONNX and measured through
+ONNX Runtime: NDCG@10 / F1@10 on the test split and p50 latency at the objective's batch size.
+The best trial that stays within ``max_drop`` of the teacher wins; the report lists every trial,
+and says so when none meets the constraint.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from itertools import product
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from recshrink.compress.distill import DistillConfig
+from recshrink.compress.prune import PruneConfig
+from recshrink.train.config import TrainConfig
+
+
+class SearchSpec(BaseModel):
+    """The ``search:`` block of a recipe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    students: list[str] = Field(default_factory=lambda: ["gru_tiny", "gru_small"])
+    prune_ratios: list[float] = Field(default_factory=lambda: [0.0, 0.5])
+    quantize: list[Literal["none", "int8", "int4"]] = Field(default_factory=lambda: ["none", "int8"])
+    objective: Literal["latency", "size"] = "latency"
+    batch: int = Field(1, ge=1)
+    metric: Literal["ndcg@10", "f1@10"] = "ndcg@10"
+    max_drop: float = Field(0.05, ge=0.0, lt=1.0)
+    max_trials: int = Field(12, ge=1)
+    max_minutes: float | None = Field(None, gt=0)
+    threads: int | None = Field(None, ge=1)
+    budget_s: float = Field(0.5, gt=0)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    prune_train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=10, patience=3))
+
+    def model_post_init(self, __context) -> None:
+        from recshrink.models import builder_names
+
+        for i, s in enumerate(self.students):
+            if s not in builder_names():
+                raise ValueError(f"students.{i}: unknown model {s!r}")
+        for i, r in enumerate(self.prune_ratios):
+            if not 0.0 <= r < 1.0:
+                raise ValueError(f"prune_ratios.{i}: {r} is not in [0, 1)")
+
+
+def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teacher_metrics: dict,
+               manifests, teacher_key: str, progress: bool = True) -> dict:  # fmt: skip
+    """Run the trials; returns ``{"trials": [...], "best": id | None, "message": str}``."""
+    from recshrink.benchmark.latency import input_batches, time_calls
+    from recshrink.compress.quantize import RowwiseConfig, quantize_item_table
+    from recshrink.export.onnx import OnnxExportConfig, onnx_scorer, ort_session
+    from recshrink.models.io import load_model
+    from recshrink.pipeline import export_checked, popular_items, prune_model
+    from recshrink.recipe import StudentSpec
+    from recshrink.train.evaluate import evaluate
+
+    t0 = time.perf_counter()
+    root = out / "search"
+    floor = teacher_metrics[spec.metric] * (1.0 - spec.max_drop)
+    popular = popular_items(split, data.num_items)
+    pool = input_batches(split.test.histories, spec.batch, count=8, seed=spec.batch)
+    trials: list[dict] = []
+    students: dict[str, tuple] = {}
+    grid = list(product(spec.students, sorted(spec.prune_ratios, reverse=True), spec.quantize))
+    message = ""
+    for n, (name, ratio, quant) in enumerate(grid):
+        if n >= spec.max_trials:
+            message = f"stopped after {spec.max_trials} trials (max_trials)"
+            break
+        if spec.max_minutes and time.perf_counter() - t0 > spec.max_minutes * 60:
+            message = f"stopped after {spec.max_minutes} minutes (max_minutes)"
+            break
+        tid = f"{name}-p{int(round(ratio * 100))}-{quant}"
+        if name not in students:  # distil each student once (manifests reuse earlier runs)
+            from recshrink.pipeline import distill_student
+
+            sspec = StudentSpec(name=name, model=name, train=spec.train, distill=spec.distill)
+            where = root / "students" / name
+            key = manifests.key("search-student", sspec.model_dump(mode="json"), teacher_key)
+            hit = manifests.hit("students", where, key)
+            if hit:
+                model = load_model(where)[0]
+            else:
+                ts = time.perf_counter()
+                model, _ = distill_student(sspec, teacher, recipe.teacher.label, data, split, where,
+                                           max_len=recipe.data.max_len, cache_dir=out / "cache",
+                                           progress=progress)  # fmt: skip
+                manifests.record("students", where, key, time.perf_counter() - ts, {})
+            students[name] = (model, key, [{"type": "distill", "teacher": recipe.teacher.label}])
+        model, key, steps = students[name]
+        if ratio > 0:
+            pkey = manifests.key("search-prune", [ratio, str(spec.prune_train)], key)
+            where = root / "pruned" / f"{name}-p{int(round(ratio * 100))}"
+            hit = manifests.hit("prune", where, pkey)
+            pcfg = PruneConfig(ratio=ratio, importance="taylor", recover="distill")
+            if hit:
+                model = load_model(where)[0]
+            else:
+                ts = time.perf_counter()
+                model, _ = prune_model(model, name, steps, pcfg, data, split, where,
+                                       train_cfg=spec.prune_train, distill_cfg=spec.distill,
+                                       cache_dir=out / "cache", progress=progress)  # fmt: skip
+                manifests.record("prune", where, pkey, time.perf_counter() - ts, {})
+            steps = [*steps, pcfg.step()]
+        if quant != "none":
+            cfg = RowwiseConfig(bits=8 if quant == "int8" else 4)
+            model = quantize_item_table(copy.deepcopy(model), cfg)
+            steps = [*steps, cfg.step()]
+        path = root / "trials" / f"{tid}.onnx"
+        trial = {"id": tid, "student": name, "prune_ratio": ratio, "quantize": quant,
+                 "params": model.num_params(), "steps": steps}  # fmt: skip
+        try:
+            info = export_checked(model, path, split, steps=steps, item_ids=data.item_ids,
+                                  popular=popular, cfg=OnnxExportConfig(full_scores=True,
+                                                                        min_agreement=0.0))
+        except Exception as exc:  # an export failure is a failed trial, not a failed search
+            trial["error"] = str(exc)[:300]
+            trials.append(trial)
+            continue
+        m = evaluate(onnx_scorer(path, spec.threads), split.test, data.item_attrs,
+                     recipe.evaluate.ks)  # fmt: skip
+        sess = ort_session(path, spec.threads)
+        stats = time_calls(lambda x: sess.run(["scores", "ids"], {"seq": x}), pool,
+                           warmup=len(pool), budget_s=spec.budget_s)  # fmt: skip
+        trial.update({"bytes": info["bytes"], "agreement_onnx@10": info["agreement@10"],
+                      "ndcg@10": m["ndcg@10"], "f1@10": m["f1@10"], "p50": stats["p50"],
+                      "p99": stats["p99"], "batch": spec.batch,
+                      "drop": round(1.0 - m[spec.metric] / max(teacher_metrics[spec.metric], 1e-12), 4),
+                      "meets": m[spec.metric] >= floor})  # fmt: skip
+        trials.append(trial)
+        if progress:
+            print(f"[search] {tid}: {spec.metric} {m[spec.metric]:.4f} (drop {trial['drop']:.3f}), "
+                  f"p50@{spec.batch} {stats['p50']:.0f} us, {info['bytes']:,} B", flush=True)
+    ok = [t for t in trials if t.get("meets")]
+    objective = "p50" if spec.objective == "latency" else "bytes"
+    best = min(ok, key=lambda t: t[objective]) if ok else None
+    if best:
+        message = (f"best: {best['id']} ({spec.metric} {best[spec.metric]:.4f}, drop "
+                   f"{best['drop']:.3f} <= {spec.max_drop}; {objective} {best[objective]})"
+                   + (f"; {message}" if message else ""))  # fmt: skip
+    else:
+        message = (f"no trial keeps {spec.metric} within {spec.max_drop:.0%} of the teacher "
+                   f"(floor {floor:.4f})" + (f"; {message}" if message else ""))  # fmt: skip
+    return {"objective": spec.objective, "metric": spec.metric, "max_drop": spec.max_drop,
+            "floor": round(floor, 6), "trials": trials, "best": best["id"] if best else None,
+            "message": message, "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
