@@ -522,17 +522,15 @@ def export_cmd(model_path, target, quantized, precision, k, min_agreement, devic
     if target == "tensorrt":
         from recshrink.export.tensorrt import TensorRTConfig, build_engine, opt_length
 
-        src = model_path
         if model_path.suffix != ".onnx":
             raise RecshrinkError("--format tensorrt takes an exported .onnx (export it first)")
-        model = None
         from recshrink.data.split import leave_one_out
         from recshrink.pipeline import load_dataset
 
         dspec = _data_spec(**kw)
         split = leave_one_out(load_dataset(dspec), dspec.max_len, dspec.shift_window)
-        build_engine(src, out, TensorRTConfig(precision=precision,
-                                              opt_len=opt_length(split.test.histories)))
+        build_engine(model_path, out, TensorRTConfig(precision=precision,
+                                                     opt_len=opt_length(split.test.histories)))
         click.echo(f"engine written to {out}")
         return
     model, meta, ds, split = _load_with_data(model_path, kw)
