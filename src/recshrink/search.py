@@ -1,7 +1,7 @@
 """Accuracy-gated search: the fastest (or smallest) compressed student within a quality budget.
 
-Trials are the grid of student architectures x prune ratios x item-table quantization, tried in
-order of expected cost (smallest students first) until the trial or time budget runs out. Each
+Trials are the grid of student architectures (in the order given) x prune ratios (largest
+first) x item-table quantization, tried until the trial or time budget runs out. Each
 trial is distilled from the teacher (shared between trials of the same student through the
 pipeline's manifests), pruned with recovery, quantized, exported to ONNX and measured through
 ONNX Runtime: NDCG@10 / F1@10 on the test split and p50 latency at the objective's batch size.
