@@ -62,7 +62,7 @@ def run(args) -> None:
     import torch
 
     from recshrink.benchmark.backends import open_runner
-    from recshrink.benchmark.latency import input_batches, throughput, time_calls
+    from recshrink.benchmark.run import time_runner
     from recshrink.export.onnx import OnnxExportConfig, ServingHead, export_onnx, validate_onnx
     from recshrink.models.io import load_model
 
@@ -101,13 +101,7 @@ def run(args) -> None:
             t0 = time.perf_counter()
             try:
                 runner = open_runner(path, backend, device="cuda", dtype=dtype)
-                lat, thr = {}, {}
-                for b in batches:
-                    src = input_batches(hist, b, count=8, seed=b, fixed_len=runner.fixed_len)
-                    inputs = [runner.prepare(x) for x in src]
-                    st = time_calls(runner.call, inputs, warmup=len(inputs) + 5,
-                                    budget_s=args.budget, sync=runner.sync)  # fmt: skip
-                    lat[str(b)], thr[str(b)] = st, throughput(b, st)
+                lat, thr = time_runner(runner, hist, batches, args.budget, warmup=13)
                 ids = []
                 for i in range(0, len(check), 256):
                     x = check[i : i + 256]
@@ -130,13 +124,7 @@ def run(args) -> None:
             try:
                 pkg = export_aoti(model.half().cuda(), out / "student.pt2", k=10, device="cuda")
                 runner = open_runner(pkg, "aoti", device="cuda")
-                lat, thr = {}, {}
-                for b in batches:
-                    src = input_batches(hist, b, count=8, seed=b, fixed_len=runner.fixed_len)
-                    inputs = [runner.prepare(x) for x in src]
-                    st = time_calls(runner.call, inputs, warmup=len(inputs) + 5,
-                                    budget_s=args.budget, sync=runner.sync)  # fmt: skip
-                    lat[str(b)], thr[str(b)] = st, throughput(b, st)
+                lat, thr = time_runner(runner, hist, batches, args.budget, warmup=13)
                 entry["backends"]["aoti-fp16"] = {"latency_us": lat, "users_per_s": thr,
                                                   "compile_seconds": round(time.perf_counter() - t0, 1)}
             except Exception as exc:
@@ -148,12 +136,7 @@ def run(args) -> None:
                 eng = build_engine(onnx_path, out / f"{name}.engine",
                                    TensorRTConfig(precision="fp16", opt_batch=256, max_batch=1024))
                 runner = open_runner(eng, "tensorrt", device="cuda")
-                lat, thr = {}, {}
-                for b in batches:
-                    inputs = [runner.prepare(x) for x in input_batches(hist, b, count=8, seed=b)]
-                    st = time_calls(runner.call, inputs, warmup=13, budget_s=args.budget,
-                                    sync=runner.sync)  # fmt: skip
-                    lat[str(b)], thr[str(b)] = st, throughput(b, st)
+                lat, thr = time_runner(runner, hist, batches, args.budget, warmup=13)
                 entry["backends"]["tensorrt-fp16"] = {"latency_us": lat, "users_per_s": thr}
             except Exception as exc:
                 entry["backends"]["tensorrt-fp16"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}

@@ -119,6 +119,14 @@ def popular_items(split: Split, num_items: int, n: int = 100) -> list[int]:
     return [int(i) for i in torch.argsort(pop, descending=True, stable=True)[:n] if pop[i] > 0]
 
 
+def _save(model: SeqRecModel, out_dir: Path, data: InteractionData, split: Split,
+          steps: list[dict], extra: dict) -> None:
+    """Save a model made from ``data``: its id map, data fingerprint, steps, and the popular
+    items that answer empty histories."""
+    save_model(model, out_dir, item_ids=data.item_ids, data_fingerprint=data.fingerprint(),
+               steps=steps, extra={**extra, "popular": popular_items(split, data.num_items)})
+
+
 def check_compatible(model: SeqRecModel, data: InteractionData, where: str) -> None:
     """Refuse a model whose catalogue does not match the data.
 
@@ -177,9 +185,8 @@ def train_or_load(
     if result.rank_digests:
         summary["rank_digests"] = result.rank_digests
     model.cpu()
-    save_model(model, out_dir, item_ids=data.item_ids, data_fingerprint=data.fingerprint(),
-               extra={"train": {k: v for k, v in summary.items() if k != "history"},
-                      "popular": popular_items(split, data.num_items)})  # fmt: skip
+    _save(model, out_dir, data, split, [],
+          {"train": {k: v for k, v in summary.items() if k != "history"}})
     return model, summary
 
 
@@ -213,9 +220,8 @@ def distill_student(
     step = {"type": "distill", "teacher": teacher_label, "losses": info["losses"],
             "config": dict(vars(spec.distill))}  # fmt: skip
     student.cpu()
-    save_model(student, out_dir, item_ids=data.item_ids, data_fingerprint=data.fingerprint(),
-               steps=[step], extra={"train": {k: v for k, v in summary.items() if k != "history"},
-                                    "popular": popular_items(split, data.num_items)})  # fmt: skip
+    _save(student, out_dir, data, split, [step],
+          {"train": {k: v for k, v in summary.items() if k != "history"}})
     return student, summary
 
 
@@ -276,10 +282,8 @@ def prune_model(
     summary["recovery"] = recoveries
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     step = {**cfg.step(), "parent": parent_label}
-    save_model(pruned, out_dir, item_ids=data.item_ids, data_fingerprint=data.fingerprint(),
-               steps=[*parent_steps, step],
-               extra={"parent": parent_label, "prune": summary,
-                      "popular": popular_items(split, data.num_items)})  # fmt: skip
+    _save(pruned, out_dir, data, split, [*parent_steps, step],
+          {"parent": parent_label, "prune": summary})
     return pruned, summary
 
 
@@ -591,9 +595,7 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
         cfg = RowwiseConfig(bits=job.bits)
         q = quantize_item_table(copy.deepcopy(parent), cfg)
         steps = [*psteps, cfg.step()]
-        save_model(q, where, item_ids=data.item_ids, data_fingerprint=data.fingerprint(),
-                   steps=steps, extra={"parent": job.model,
-                                       "popular": popular_items(split, data.num_items)})  # fmt: skip
+        _save(q, where, data, split, steps, {"parent": job.model})
         metrics = test_metrics(q, data, split, ev)
         report["models"][job.name] = _derived_entry(
             q, "quantized", where, metrics, job.model, steps, teacher, teacher_ndcg,

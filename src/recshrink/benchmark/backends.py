@@ -110,7 +110,7 @@ def _ort_runner(p: Path, threads: int | None, k: int) -> Runner:
     def call(h: np.ndarray):
         return sess.run(["scores", "ids"], {"seq": h})
 
-    return Runner("onnxruntime", lambda h: h, call, scorer=onnx_scorer(p, threads),
+    return Runner("onnxruntime", lambda h: h, call, scorer=onnx_scorer(p, session=sess),
                   info={"provider": "CPUExecutionProvider", "threads": threads})  # fmt: skip
 
 

@@ -14,6 +14,7 @@ import torch
 
 from recshrink.benchmark.backends import BACKENDS, applies, artifact_kind, open_runner
 from recshrink.benchmark.latency import PeakRSS, input_batches, throughput, time_calls
+from recshrink.train.evaluate import top_ids
 from recshrink.data.dataset import InteractionData
 from recshrink.data.split import Split
 from recshrink.errors import RecshrinkError
@@ -42,15 +43,24 @@ def _artifact_bytes(path: Path) -> int:
     return path.stat().st_size
 
 
-def _top10(scorer, histories: np.ndarray, batch: int = 1024) -> torch.Tensor:
-    from recshrink.metrics import mask_scores
-    from recshrink.train.evaluate import trim_padding
+def time_runner(runner, histories: np.ndarray, batches, budget_s: float,
+                warmup: int | None = None) -> tuple[dict, dict]:  # fmt: skip
+    """Latency stats and users/s of an opened runner at each batch size.
 
-    out = []
-    for i in range(0, len(histories), batch):
-        h = torch.from_numpy(trim_padding(histories[i : i + batch]))
-        out.append(mask_scores(scorer(h), h, True).topk(10, dim=-1).indices)
-    return torch.cat(out)
+    Each size gets 8 distinct batches of real histories (padded to the runner's fixed length
+    where it has one), warm-up calls, then :func:`time_calls` within ``budget_s``.
+
+    Returns:
+        ``({batch: stats}, {batch: users_per_s})`` keyed by the batch size as a string.
+    """
+    lat, thr = {}, {}
+    for b in batches:
+        src = input_batches(histories, b, count=8, seed=b, fixed_len=runner.fixed_len)
+        inputs = [runner.prepare(x) for x in src]
+        stats = time_calls(runner.call, inputs, warmup=max(3, len(inputs)) if warmup is None
+                           else warmup, budget_s=budget_s, sync=runner.sync)  # fmt: skip
+        lat[str(b)], thr[str(b)] = stats, throughput(b, stats)
+    return lat, thr
 
 
 def run_benchmark(
@@ -87,7 +97,6 @@ def run_benchmark(
         torch.set_num_threads(threads)
     teacher = teacher or models[0][0]
     hist = split.test.histories
-    pools = {b: input_batches(hist, b, count=8, seed=b) for b in batches}
     report: dict = {
         "machine": {**machine_entry(device), "threads": torch.get_num_threads()},
         "settings": {"device": device, "backends": list(backends), "batches": list(batches),
@@ -117,15 +126,10 @@ def run_benchmark(
                 before = torch.cuda.memory_allocated()
             with PeakRSS() as rss:
                 runner = open_runner(path, backend, device=device, threads=threads, dtype=dtype)
-                runner.call(runner.prepare(pools[batches[0]][0]))
-            lat, thr = {}, {}
-            for b in batches:
-                src = pools[b] if not runner.fixed_len else input_batches(
-                    hist, b, count=8, seed=b, fixed_len=runner.fixed_len)  # fmt: skip
-                inputs = [runner.prepare(x) for x in src]
-                stats = time_calls(runner.call, inputs, warmup=max(3, len(inputs)),
-                                   budget_s=budget_s, sync=runner.sync)  # fmt: skip
-                lat[str(b)], thr[str(b)] = stats, throughput(b, stats)
+                first = input_batches(hist, batches[0], count=1, seed=batches[0],
+                                      fixed_len=runner.fixed_len)[0]  # fmt: skip
+                runner.call(runner.prepare(first))
+            lat, thr = time_runner(runner, hist, batches, budget_s)
             entry["latency_us"][device][backend] = lat
             entry["throughput"][device][backend] = thr
             mem = {"peak_rss_increase_bytes": rss.increase_bytes}
@@ -138,7 +142,7 @@ def run_benchmark(
                 entry["metrics"] = {k: (round(v, 6) if isinstance(v, float) else v)
                                     for k, v in m.items()}  # fmt: skip
                 entry["quality_backend"] = backend
-                top = _top10(runner.scorer, hist)
+                top = top_ids(runner.scorer, hist, 10)
                 if label == teacher:
                     teacher_top = top
                 if teacher_top is not None:

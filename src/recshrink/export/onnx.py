@@ -316,14 +316,15 @@ def validate_onnx(
             "mean_abs_diff": sum_diff / max(1, n), "users": n}  # fmt: skip
 
 
-def onnx_scorer(path: str | Path, threads: int | None = None):
+def onnx_scorer(path: str | Path, threads: int | None = None, session=None):
     """A score function for :func:`recshrink.train.evaluate.evaluate` that runs the ONNX file.
 
     Uses the graph's ``all_scores`` output when it has one (exact full ranking). A top-K-only
     graph gives its K items their scores and every other item ``-inf``, so metrics at cut-offs
-    up to K are exact and the full MRR counts ranks beyond K as K + 1.
+    up to K are exact and the full MRR counts ranks beyond K as K + 1. ``session`` reuses an
+    open ONNX Runtime session of that file.
     """
-    sess = ort_session(path, threads)
+    sess = session if session is not None else ort_session(path, threads)
     names = [o.name for o in sess.get_outputs()]
     meta = onnx_metadata(path)
     n = int(meta.get("num_items", "0")) + 1

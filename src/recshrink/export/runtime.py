@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from recshrink.errors import RecshrinkError
+from recshrink.export.onnx import trim_for_graph
 
 
 def sidecar_path(artifact: str | Path) -> Path:
@@ -199,18 +200,12 @@ class Predictor:
         step = self.backend.max_batch or max(1, len(live))
         for i in range(0, len(live), step):
             rows = live[i : i + step]
-            s, t = self.backend.run(_trim(seq[rows]), k)
+            s, t = self.backend.run(trim_for_graph(seq[rows]), k)
             scores[rows], ids[rows] = s, t
         if empty.any():
             ids[empty] = np.array(self.popular[:k] + list(range(1, k + 1)))[:k]
         out = [[self._out[j - 1] for j in row] for row in ids.tolist()]
         return Recommendations(out, scores, unknown, int(empty.sum()))
-
-
-def _trim(seq: np.ndarray) -> np.ndarray:
-    from recshrink.export.onnx import trim_for_graph
-
-    return trim_for_graph(seq)
 
 
 def _onnx_backend(path: Path, threads: int | None) -> _Backend:

@@ -81,17 +81,24 @@ def evaluate(
     return acc.result()
 
 
+def top_ids(score_fn: ScoreFn, histories: np.ndarray, k: int = 10, mask_history: bool = True,
+            batch_size: int = 1024) -> torch.Tensor:  # fmt: skip
+    """Top-``k`` item ids ``[U, k]`` of a score function for every history."""
+    out = []
+    for i in range(0, len(histories), batch_size):
+        h = torch.from_numpy(trim_padding(histories[i : i + batch_size]))
+        out.append(mask_scores(score_fn(h), h, mask_history).topk(k, dim=-1).indices)
+    return torch.cat(out)
+
+
 def scorer_agreement(score_a: ScoreFn, score_b: ScoreFn, histories: np.ndarray, k: int = 10,
                      mask_history: bool = True, batch_size: int = 1024) -> float:  # fmt: skip
     """Mean top-``k`` overlap of two score functions on the same histories (e.g. a quantized
     model against its parent)."""
     from recshrink.metrics import topk_overlap
 
-    total, n = 0.0, 0
-    for i in range(0, len(histories), batch_size):
-        h = torch.from_numpy(trim_padding(histories[i : i + batch_size]))
-        a = mask_scores(score_a(h), h, mask_history)
-        b = mask_scores(score_b(h), h, mask_history)
-        total += topk_overlap(a.topk(k, dim=-1).indices, b.topk(k, dim=-1).indices) * len(h)
-        n += len(h)
-    return round(total / max(1, n), 6)
+    if len(histories) == 0:
+        return 0.0
+    a = top_ids(score_a, histories, k, mask_history, batch_size)
+    b = top_ids(score_b, histories, k, mask_history, batch_size)
+    return round(topk_overlap(a, b), 6)
