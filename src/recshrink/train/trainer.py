@@ -237,8 +237,9 @@ def fit(
     resumed_from = start
 
     step: nn.Module = core
+    owns_group = world > 1 and not dist.is_initialized()
     if world > 1:
-        if not dist.is_initialized():
+        if owns_group:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         step = nn.parallel.DistributedDataParallel(
             step, device_ids=[device.index] if device.type == "cuda" else None
@@ -316,6 +317,9 @@ def fit(
         gathered: list = [None] * world
         dist.all_gather_object(gathered, state_digest(model))
         digests = [str(d) for d in gathered]
+        if owns_group:  # a group left alive is torn down at exit, which can abort (SIGABRT)
+            dist.barrier()
+            dist.destroy_process_group()
     return TrainResult(
         best_epoch=best_epoch,
         best_valid=best_valid,
