@@ -1,13 +1,14 @@
 """One-go GPU check (at most ~5 minutes on an H100/H200): export, validate and time a teacher
-and a student on CUDA, writing the results as JSON and Markdown.
+and its students on CUDA, writing the results as JSON and Markdown.
 
 Two halves:
 
 1. Here, on the CPU machine, pack what the GPU machine needs (model directories and real test
    histories; the GPU machine cannot see ``../shared``)::
 
-       python benchmarks/gpu_check.py prepare --teacher runs/beauty/teacher_ffn4x \\
-           --student runs/beauty/gru_kd --data ../shared/data/beauty/Beauty.txt
+       python benchmarks/gpu_check.py prepare --teacher runs/beauty/teacher_lr5e4 \\
+           --student runs/beauty/gru_kd2 --student runs/beauty/cnn_kd \\
+           --data ../shared/data/beauty/Beauty.txt
 
    It writes ``gpu_payload/`` (git-ignored, about 25 MB for Beauty).
 
@@ -17,8 +18,9 @@ Two halves:
 
    For each model: ONNX export validated against PyTorch (ONNX Runtime CPU), top-10 agreement
    of the CUDA backends with PyTorch CPU, then p50/p90/p99 latency and users/s at batch 1 and
-   1024 for eager fp32, eager fp16, CUDA-graph fp16, ``torch.compile`` (student) and an
-   AOTInductor package (student), and TensorRT where it is installed.
+   1024 for eager fp32, eager fp16, CUDA-graph fp16 (and bf16 for students),
+   ``torch.compile`` (students) and an AOTInductor package (students), and TensorRT where it is
+   installed.
 """
 
 from __future__ import annotations
@@ -41,8 +43,13 @@ def prepare(args) -> None:
     from recshrink.data.loaders import load_data
     from recshrink.data.split import leave_one_out
 
-    PAYLOAD.mkdir(exist_ok=True)
-    for name, src in (("teacher", args.teacher), ("student", args.student)):
+    shutil.rmtree(PAYLOAD, ignore_errors=True)
+    PAYLOAD.mkdir()
+    pairs = [("teacher", args.teacher)]
+    for src in args.student:
+        arch = json.loads((Path(src) / "config.json").read_text())["arch"]
+        pairs.append((f"student_{arch}", src))
+    for name, src in pairs:
         dst = PAYLOAD / name
         dst.mkdir(exist_ok=True)
         for f in ("config.json", "items.json", "model.safetensors"):
@@ -63,13 +70,16 @@ def run(args) -> None:
 
     from recshrink.benchmark.backends import open_runner
     from recshrink.benchmark.run import time_runner
-    from recshrink.export.onnx import OnnxExportConfig, ServingHead, export_onnx, validate_onnx
+    from recshrink.export.onnx import (
+        OnnxExportConfig, ServingHead, export_onnx, graph_length, validate_onnx,
+    )  # fmt: skip
     from recshrink.models.io import load_model
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    hist = np.load(PAYLOAD / "test_histories.npy").astype(np.int64)
+    payload = Path(args.payload)
+    hist = np.load(payload / "test_histories.npy").astype(np.int64)
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     results: dict = {"device": dev, "torch": torch.__version__,
                      "cuda": torch.version.cuda, "models": {}, "notes": []}  # fmt: skip
@@ -82,25 +92,32 @@ def run(args) -> None:
         results["notes"].append("tensorrt is not installed on this machine: no engine timed")
     batches = [1, 1024]
     check = hist[: args.check_users]
-    for name in ("teacher", "student"):
-        path = PAYLOAD / name
+    names = sorted(p.name for p in payload.iterdir() if (p / "config.json").is_file())
+    for name in names:
+        path = payload / name
         model, _ = load_model(path)
         entry: dict = {"arch": model.arch, "params": model.num_params(), "backends": {}}
         # ONNX export validated against PyTorch (ORT CPU on this image)
         t0 = time.perf_counter()
         onnx_path = out / f"{name}.onnx"
-        export_onnx(model, onnx_path, OnnxExportConfig())
-        entry["onnx"] = {**validate_onnx(onnx_path, model, check), "bytes": onnx_path.stat().st_size,
-                         "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+        try:
+            export_onnx(model, onnx_path, OnnxExportConfig())
+            entry["onnx"] = {**validate_onnx(onnx_path, model, check[:2048]),
+                             "bytes": onnx_path.stat().st_size,
+                             "fixed_len": graph_length(onnx_path),
+                             "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+        except Exception as exc:  # record and go on
+            entry["onnx"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        print(name, "onnx", json.dumps(entry["onnx"]), flush=True)
         with torch.inference_mode():
             ref = ServingHead(model.eval(), 10)(torch.from_numpy(check))[1].numpy()
         configs = [("torch", "fp32"), ("torch", "fp16"), ("torch-cudagraph", "fp16")]
-        if name == "student":
-            configs += [("torch-compile", "fp16")]
+        if name.startswith("student"):
+            configs += [("torch-cudagraph", "bf16"), ("torch-compile", "fp16")]
         for backend, dtype in configs:
             t0 = time.perf_counter()
             try:
-                runner = open_runner(path, backend, device="cuda", dtype=dtype)
+                runner = open_runner(path, backend, device=args.device, dtype=dtype)
                 lat, thr = time_runner(runner, hist, batches, args.budget, warmup=13)
                 ids = []
                 for i in range(0, len(check), 256):
@@ -117,13 +134,13 @@ def run(args) -> None:
                 entry["backends"][f"{backend}-{dtype}"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             print(name, backend, dtype, json.dumps(entry["backends"][f"{backend}-{dtype}"])[:300],
                   flush=True)  # fmt: skip
-        if name == "student" and time.perf_counter() - t_start < args.aoti_before_s:
+        if name.startswith("student") and time.perf_counter() - t_start < args.aoti_before_s:
             from recshrink.export.runtime import export_aoti
 
             t0 = time.perf_counter()
             try:
-                pkg = export_aoti(model.half().cuda(), out / "student.pt2", k=10, device="cuda")
-                runner = open_runner(pkg, "aoti", device="cuda")
+                pkg = export_aoti(model.half().to(args.device), out / f"{name}.pt2", k=10, device=args.device)
+                runner = open_runner(pkg, "aoti", device=args.device)
                 lat, thr = time_runner(runner, hist, batches, args.budget, warmup=13)
                 entry["backends"]["aoti-fp16"] = {"latency_us": lat, "users_per_s": thr,
                                                   "compile_seconds": round(time.perf_counter() - t0, 1)}
@@ -165,13 +182,15 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare")
     p.add_argument("--teacher", required=True)
-    p.add_argument("--student", required=True)
+    p.add_argument("--student", required=True, action="append", help="repeat for each student")
     p.add_argument("--data", required=True)
     r = sub.add_parser("run")
     r.add_argument("--out", required=True)
     r.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls per point")
+    r.add_argument("--payload", default=str(PAYLOAD))
+    r.add_argument("--device", default="cuda", help="cpu only to smoke-test this script")
     r.add_argument("--check-users", type=int, default=4096)
-    r.add_argument("--aoti-before-s", type=float, default=150.0,
+    r.add_argument("--aoti-before-s", type=float, default=220.0,
                    help="build the AOTInductor package only if this many seconds have not passed")
     args = ap.parse_args()
     prepare(args) if args.cmd == "prepare" else run(args)

@@ -81,3 +81,33 @@ def test_export_failure_is_one_line(tmp_path):
     with pytest.raises(RecshrinkError, match="ONNX export of broken failed"):
         export_onnx(Broken(), tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_rnn_pinned_to_max_len_becomes_a_fixed_length_graph(tmp_path):
+    """Some exporters pin an RNN's length (torch 2.11 always; 2.13 after the first RNN export in
+    a process): the graph is kept at max_len, recorded, and every consumer left-pads to it."""
+    from recshrink.export.onnx import onnx_scorer
+    from recshrink.export.runtime import Predictor
+
+    torch.manual_seed(0)
+    model = build_model("gru", N, dim=8, max_len=L).eval()
+    export_onnx(model, tmp_path / "first.onnx", fresh_process=False)
+    path = export_onnx(model, tmp_path / "m.onnx", fresh_process=False)  # pinned here
+    dims = [d.dim_param or d.dim_value for d in
+            onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]  # fmt: skip
+    assert dims[1] == L and isinstance(dims[0], str)
+    assert onnx_metadata(path)["fixed_len"] == str(L)
+    rng = np.random.default_rng(1)
+    hist = rng.integers(1, N + 1, (20, L))
+    for row, n_pad in zip(hist, rng.integers(0, L - 1, 20)):
+        row[:n_pad] = 0
+    assert validate_onnx(path, model, hist)["agreement@10"] >= 0.99
+    short = torch.from_numpy(hist[:, -5:].copy())  # shorter than the graph: padded to L
+    ref = model.scores(short).detach()
+    got = onnx_scorer(path)(short)
+    np.testing.assert_allclose(got[:, 1:].numpy()[np.isfinite(got[:, 1:].numpy())],
+                               ref[:, 1:].numpy()[np.isfinite(got[:, 1:].numpy())], atol=1e-4)
+    recs = Predictor.load(path).recommend([[3, 17, 42]], 5).ids[0]
+    with torch.inference_mode():
+        want = ServingHead(model, 5)(torch.tensor([[3, 17, 42]]))[1][0].tolist()
+    assert recs == want

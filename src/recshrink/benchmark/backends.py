@@ -103,7 +103,7 @@ def open_runner(path: str | Path, backend: str, *, device: str = "cpu", threads:
 
 
 def _ort_runner(p: Path, threads: int | None, k: int) -> Runner:
-    from recshrink.export.onnx import onnx_scorer, ort_session
+    from recshrink.export.onnx import graph_length, onnx_scorer, ort_session
 
     sess = ort_session(p, threads)
 
@@ -111,6 +111,7 @@ def _ort_runner(p: Path, threads: int | None, k: int) -> Runner:
         return sess.run(["scores", "ids"], {"seq": h})
 
     return Runner("onnxruntime", lambda h: h, call, scorer=onnx_scorer(p, session=sess),
+                  fixed_len=graph_length(p),
                   info={"provider": "CPUExecutionProvider", "threads": threads})  # fmt: skip
 
 

@@ -182,7 +182,14 @@ def export_onnx(
         prog.save(str(tmp), external_data=False)
         proto = onnx.load(str(tmp))
         dims = _input_dims(proto)
-        if any(isinstance(d, int) and d > 0 for d in dims):
+        fixed_len = None
+        if (model.arch in ("gru", "lstm") and len(dims) == 2 and not isinstance(dims[0], int)
+                and dims[1] == max_len):  # fmt: skip
+            # some exporter versions (torch 2.11) pin an RNN's length even in a fresh process:
+            # keep the graph at max_len (scores do not depend on left padding) and record it,
+            # so every consumer left-pads to it
+            fixed_len = max_len
+        elif any(isinstance(d, int) and d > 0 for d in dims):
             raise RecshrinkError(
                 f"ONNX export of {model.arch} pinned the input to {dims}; expected dynamic "
                 "[batch, seq_len] (export in a fresh process)"
@@ -192,6 +199,7 @@ def export_onnx(
             "num_items": str(model.num_items), "max_len": str(model.max_len), "padding_id": "0",
             "k": str(head.k), "mask_history": str(cfg.mask_history).lower(),
             "outputs": ",".join(outputs),
+            **({"fixed_len": str(fixed_len)} if fixed_len else {}),
             **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()},
         }  # fmt: skip
         for node in proto.graph.node:  # the exporter's per-node debug records (~5% of a d64 file)
@@ -294,13 +302,13 @@ def validate_onnx(
         and score differences of the returned top-K scores.
     """
     from recshrink.metrics import topk_overlap
-    from recshrink.train.evaluate import trim_padding
 
     sess = ort_session(path)
+    fixed = graph_length(path)
     head = ServingHead(model.eval().cpu(), min(k, model.num_items), mask_history)
     agree, max_diff, sum_diff, n = 0.0, 0.0, 0.0, 0
     for i in range(0, len(histories), batch_size):
-        h = trim_padding(histories[i : i + batch_size], min_len=2)  # the graph takes L >= 2
+        h = trim_for_graph(histories[i : i + batch_size], fixed)  # the graph takes L >= 2
         o_scores, o_ids = sess.run(["scores", "ids"], {"seq": h.astype(np.int64)})
         with torch.inference_mode():
             t_scores, t_ids = head(torch.from_numpy(h))
@@ -328,9 +336,10 @@ def onnx_scorer(path: str | Path, threads: int | None = None, session=None):
     names = [o.name for o in sess.get_outputs()]
     meta = onnx_metadata(path)
     n = int(meta.get("num_items", "0")) + 1
+    fixed = int(meta["fixed_len"]) if meta.get("fixed_len") else None
 
     def score(hist: torch.Tensor) -> torch.Tensor:
-        h = trim_for_graph(hist.numpy())
+        h = trim_for_graph(hist.numpy(), fixed)
         if "all_scores" in names:
             return torch.from_numpy(sess.run(["all_scores"], {"seq": h})[0])
         top, ids = sess.run(["scores", "ids"], {"seq": h})
@@ -341,8 +350,20 @@ def onnx_scorer(path: str | Path, threads: int | None = None, session=None):
     return score
 
 
-def trim_for_graph(hist: np.ndarray) -> np.ndarray:
-    """Histories as the exported graph takes them: int64, sequence length >= 2."""
+def trim_for_graph(hist: np.ndarray, fixed_len: int | None = None) -> np.ndarray:
+    """Histories as the exported graph takes them: int64, sequence length >= 2, or exactly
+    ``fixed_len`` (left-padded with 0 or cut to the last items) for a fixed-length graph."""
     from recshrink.train.evaluate import trim_padding
 
-    return np.ascontiguousarray(trim_padding(np.asarray(hist), min_len=2).astype(np.int64))
+    h = np.asarray(hist)
+    if fixed_len:
+        h = np.pad(h, ((0, 0), (max(0, fixed_len - h.shape[1]), 0)))[:, -fixed_len:]
+    else:
+        h = trim_padding(h, min_len=2)
+    return np.ascontiguousarray(h.astype(np.int64))
+
+
+def graph_length(path: str | Path) -> int | None:
+    """The fixed input length of an exported graph (``fixed_len`` metadata), or None if dynamic."""
+    v = onnx_metadata(path).get("fixed_len")
+    return int(v) if v else None

@@ -209,7 +209,7 @@ class Predictor:
 
 
 def _onnx_backend(path: Path, threads: int | None) -> _Backend:
-    from recshrink.export.onnx import onnx_metadata, ort_session
+    from recshrink.export.onnx import onnx_metadata, ort_session, trim_for_graph
 
     try:
         meta = onnx_metadata(path)
@@ -220,8 +220,11 @@ def _onnx_backend(path: Path, threads: int | None) -> _Backend:
     if "ids" not in outputs:
         raise RecshrinkError(f"{path}: not a recshrink export (no 'ids' output)")
     graph_k = int(meta.get("k", "10"))
+    fixed = int(meta["fixed_len"]) if meta.get("fixed_len") else None
 
     def run(seq: np.ndarray, k: int):
+        if fixed:
+            seq = trim_for_graph(seq, fixed)
         if k <= graph_k:
             s, i = sess.run(["scores", "ids"], {"seq": seq})
             return s[:, :k], i[:, :k]

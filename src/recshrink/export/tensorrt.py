@@ -104,9 +104,13 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, cfg: TensorRTCo
     if cfg.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)  # the QDQ nodes carry the scales
     max_len = min(cfg.max_len, int(meta.get("max_len", cfg.max_len)))
+    lens = (cfg.min_len, min(cfg.opt_len, max_len), max_len)
+    if meta.get("fixed_len"):  # a graph exported at one length (see export_onnx)
+        max_len = int(meta["fixed_len"])
+        lens = (max_len,) * 3
     profile = builder.create_optimization_profile()
-    profile.set_shape("seq", (cfg.min_batch, cfg.min_len),
-                      (cfg.opt_batch, min(cfg.opt_len, max_len)), (cfg.max_batch, max_len))  # fmt: skip
+    profile.set_shape("seq", (cfg.min_batch, lens[0]), (cfg.opt_batch, lens[1]),
+                      (cfg.max_batch, lens[2]))  # fmt: skip
     config.add_optimization_profile(profile)
     cache_file = Path(cfg.timing_cache) if cfg.timing_cache else None
     cache = config.create_timing_cache(cache_file.read_bytes() if cache_file and cache_file.is_file() else b"")
@@ -121,7 +125,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, cfg: TensorRTCo
             tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
     info = {**meta, "precision": cfg.precision, "max_batch": cfg.max_batch, "max_len": str(max_len),
             "profile": {"batch": [cfg.min_batch, cfg.opt_batch, cfg.max_batch],
-                        "len": [cfg.min_len, min(cfg.opt_len, max_len), max_len]},
+                        "len": list(lens)},
             "tensorrt": trt.__version__}  # fmt: skip
     atomic_write_text(engine_path.with_name(engine_path.stem + ".meta.json"), json.dumps(info, indent=2))
     side = sidecar_path(onnx_path)
@@ -198,10 +202,15 @@ def tensorrt_backend(engine_path: str | Path):
     meta = json.loads(meta_path.read_text())
     runner = TensorRTRunner(p)
     graph_k = int(meta.get("k", 10))
+    fixed = int(meta["fixed_len"]) if meta.get("fixed_len") else None
 
     def run(seq: np.ndarray, k: int):
         if k > graph_k:
             raise ValueError(f"this engine returns at most k={graph_k}")
+        if fixed:
+            from recshrink.export.onnx import trim_for_graph
+
+            seq = trim_for_graph(seq, fixed)
         return runner.run(seq, k)
 
     return _Backend("tensorrt", int(meta["num_items"]), int(meta["max_len"]), run,

@@ -100,6 +100,7 @@ class SeqRecModel(nn.Module):
         return {"arch": self.arch, "num_items": self.num_items, **self.builder_args}
 
 
-def timeline_mask(seq: torch.Tensor) -> torch.Tensor:
-    """1.0 at real items, 0.0 at padding: ``[B, L] -> [B, L, 1]``."""
-    return (seq > 0).unsqueeze(-1).to(torch.float32)
+def timeline_mask(seq: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """1.0 at real items, 0.0 at padding, in ``dtype`` (the model's, so fp16/bf16 weights stay
+    in their precision): ``[B, L] -> [B, L, 1]``."""
+    return (seq > 0).unsqueeze(-1).to(dtype)

@@ -93,8 +93,9 @@ class NextItNet(SeqRecModel):
         self.ln_f = nn.LayerNorm(dim)
 
     def forward_all(self, seq: torch.Tensor) -> torch.Tensor:
-        keep = timeline_mask(seq)  # [B, L, 1]
-        x = self.emb_drop(self.embed_items(seq)) * keep  # [B, L, D]
+        x = self.embed_items(seq)  # [B, L, D]
+        keep = timeline_mask(seq, x.dtype)  # [B, L, 1]
+        x = self.emb_drop(x) * keep
         for block in self.blocks:
             x = block(x, keep)
         return self.ln_f(x)  # [B, L, D]

@@ -153,10 +153,10 @@ class SASRec(SeqRecModel):
 
     def forward_all(self, seq: torch.Tensor) -> torch.Tensor:
         b, l = seq.shape  # [B, L]
-        keep = timeline_mask(seq)  # [B, L, 1]
         pos = torch.arange(self.max_len - l, self.max_len, device=seq.device)  # [L]
         x = (self.embed_items(seq) * math.sqrt(self.dim)
              + self.pos_emb(pos) * self.pos_scale)  # [B, L, D]  # fmt: skip
+        keep = timeline_mask(seq, x.dtype)  # [B, L, 1]
         x = self.emb_drop(x) * keep
         causal = torch.ones(l, l, dtype=torch.bool, device=seq.device).tril()  # [L, L]
         eye = torch.eye(l, dtype=torch.bool, device=seq.device)
