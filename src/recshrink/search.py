@@ -60,7 +60,9 @@ def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teache
     """Run the trials; returns ``{"trials": [...], "best": id | None, "message": str}``."""
     from recshrink.benchmark.latency import input_batches, time_calls
     from recshrink.compress.quantize import RowwiseConfig, quantize_item_table
-    from recshrink.export.onnx import OnnxExportConfig, onnx_scorer, ort_session
+    from recshrink.export.onnx import (
+        OnnxExportConfig, graph_length, onnx_scorer, ort_session, trim_for_graph,
+    )  # fmt: skip
     from recshrink.models.io import load_model
     from recshrink.pipeline import export_checked, popular_items, prune_model
     from recshrink.recipe import StudentSpec
@@ -132,7 +134,9 @@ def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teache
         m = evaluate(onnx_scorer(path, spec.threads), split.test, data.item_attrs,
                      recipe.evaluate.ks)  # fmt: skip
         sess = ort_session(path, spec.threads)
-        stats = time_calls(lambda x: sess.run(["scores", "ids"], {"seq": x}), pool,
+        fixed = graph_length(path)  # an RNN graph some exporters pin to max_len
+        inputs = [trim_for_graph(x, fixed) for x in pool] if fixed else pool
+        stats = time_calls(lambda x: sess.run(["scores", "ids"], {"seq": x}), inputs,
                            warmup=len(pool), budget_s=spec.budget_s)  # fmt: skip
         trial.update({"bytes": info["bytes"], "agreement_onnx@10": info["agreement@10"],
                       "ndcg@10": m["ndcg@10"], "f1@10": m["f1@10"], "p50": stats["p50"],

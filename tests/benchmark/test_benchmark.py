@@ -129,3 +129,21 @@ def test_tiny_cpu_benchmark_end_to_end(tmp_path):
     assert markdown(rep).count("\n| teacher | torch |") == 2
     with pytest.raises(RecshrinkError, match="unknown backend"):
         run_benchmark(models, data, split, backends=("tflite",))
+
+
+def test_length_buckets_cut_a_batch_to_its_longest_history():
+    from recshrink.benchmark.backends import length_buckets, to_bucket
+
+    assert length_buckets(50) == (8, 16, 32, 50)
+    assert length_buckets(20) == (8, 16, 20)
+    assert length_buckets(8) == (8,)
+    h = np.zeros((2, 50), dtype=np.int64)
+    h[0, -3:] = [5, 6, 7]
+    h[1, -9:] = np.arange(1, 10)
+    out = to_bucket(h, (8, 16, 32, 50))  # longest history 9 -> bucket 16
+    assert out.shape == (2, 16) and out.dtype == np.int64
+    assert out[0].tolist() == [0] * 13 + [5, 6, 7] and out[1, -9:].tolist() == list(range(1, 10))
+    assert to_bucket(h[:1], (8, 16, 32, 50)).shape == (1, 8)
+    assert to_bucket(np.zeros((1, 50), dtype=np.int64), (8, 50)).shape == (1, 8)  # empty
+    short = np.array([[1, 2]])
+    assert to_bucket(short, (8, 16)).tolist() == [[0] * 6 + [1, 2]]  # padded up to the bucket

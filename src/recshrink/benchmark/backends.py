@@ -1,8 +1,8 @@
 """Open an artifact on a serving backend for timing and for quality measurement.
 
 Backends: ``torch`` (eager, fp32 or ``--dtype fp16/bf16`` on GPU), ``torch-compile``
-(``torch.compile``), ``torch-cudagraph`` (CUDA-graph replay per batch bucket, inputs padded to
-``max_len``), ``onnxruntime``, ``aoti`` (``.pt2``) and ``tensorrt`` (``.engine``/``.plan``).
+(``torch.compile``), ``torch-cudagraph`` (CUDA-graph replay per batch size and sequence-length
+bucket), ``onnxruntime``, ``aoti`` (``.pt2``) and ``tensorrt`` (``.engine``/``.plan``).
 Each runner serves the model with its serving head (history masking and top-K inside).
 """
 
@@ -61,6 +61,21 @@ def applies(backend: str, path: Path) -> bool:
     kind = artifact_kind(path)
     return {"onnxruntime": kind == "onnx", "tensorrt": kind == "engine", "aoti": kind == "pt2"
             }.get(backend, kind == "checkpoint")  # fmt: skip
+
+
+def length_buckets(max_len: int, sizes: tuple[int, ...] = (8, 16, 32)) -> tuple[int, ...]:
+    """Sequence-length buckets for fixed-shape serving: ``sizes`` below ``max_len``, then it."""
+    return tuple(sorted({b for b in sizes if 2 <= b < max_len} | {max_len}))
+
+
+def to_bucket(hist: np.ndarray, buckets: tuple[int, ...]) -> np.ndarray:
+    """Left-pad or cut host histories ``[B, L]`` to the smallest bucket that holds the batch's
+    longest history (every model's scores are the same whatever the left padding), int64."""
+    from recshrink.export.onnx import trim_for_graph
+
+    real = (np.asarray(hist) > 0).any(0)  # [L]
+    n = hist.shape[1] - int(real.argmax()) if real.any() else 1
+    return trim_for_graph(hist, next((b for b in buckets if b >= n), buckets[-1]))
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -150,12 +165,18 @@ def _torch_runner(p: Path, backend: str, device: str, threads: int | None, dtype
                 return compiled(x)
 
         return Runner("torch-compile", prepare, call, sync, scorer, info=info)
-    # torch-cudagraph: one captured graph per batch size, inputs padded to max_len
-    graphs: dict[int, tuple] = {}
-    fixed = model.max_len
+    # torch-cudagraph: one captured graph per (batch size, length bucket); a batch is cut to the
+    # smallest bucket that holds its longest history (most histories are far shorter than
+    # max_len, and a GRU's steps or attention's L^2 are the cost at small batches)
+    graphs: dict[tuple, tuple] = {}
+    buckets = length_buckets(model.max_len)
+    info["length_buckets"] = list(buckets)
+
+    def prepare_bucket(h: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(to_bucket(h, buckets)).to(device)
 
     def call(x: torch.Tensor):
-        b = x.shape[0]
+        b = tuple(x.shape)
         if b not in graphs:
             static = x.clone()
             s = torch.cuda.Stream()
@@ -173,4 +194,4 @@ def _torch_runner(p: Path, backend: str, device: str, threads: int | None, dtype
         g.replay()
         return out
 
-    return Runner("torch-cudagraph", prepare, call, sync, scorer, fixed_len=fixed, info=info)
+    return Runner("torch-cudagraph", prepare_bucket, call, sync, scorer, info=info)
