@@ -509,11 +509,13 @@ def quantize(model_path, mode, calibration, per_channel, op_types, threads, out,
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16",
               show_default=True, help="TensorRT engine precision.")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Items per user in the graph.")
+@click.option("--slim", is_flag=True, help="Simplify the graph with onnxslim (the slim extra).")
 @click.option("--min-agreement", type=float, default=0.99, show_default=True,
               help="Fail below this top-10 agreement with PyTorch (fp32 ONNX).")
 @click.option("--device", default="cpu", show_default=True, help="AOTInductor target device.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output file.")
-def export_cmd(model_path, target, quantized, precision, k, min_agreement, device, out, **kw) -> None:
+def export_cmd(model_path, target, quantized, precision, k, slim, min_agreement, device, out,
+               **kw) -> None:  # fmt: skip
     """Export a model: ONNX (validated against PyTorch), a TensorRT engine, or an AOTInductor package."""
     from recshrink.export.onnx import OnnxExportConfig
     from recshrink.fsutil import write_json
@@ -546,7 +548,7 @@ def export_cmd(model_path, target, quantized, precision, k, min_agreement, devic
     from recshrink.pipeline import export_checked, quantize_file
     from recshrink.recipe import EvalSpec
 
-    cfg = OnnxExportConfig(k=k, min_agreement=min_agreement, full_scores=True)
+    cfg = OnnxExportConfig(k=k, min_agreement=min_agreement, full_scores=True, slim=slim)
     if quantized == "none":
         info = export_checked(model, out, split, steps=meta.steps, item_ids=meta.item_ids,
                               popular=popular, cfg=cfg)

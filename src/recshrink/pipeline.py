@@ -609,7 +609,7 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
     if recipe.export:
         popular = popular_items(split, data.num_items)
         cfg = OnnxExportConfig(k=recipe.export.k, min_agreement=recipe.export.min_agreement,
-                               full_scores=True)  # fmt: skip
+                               full_scores=True, slim=recipe.export.slim)  # fmt: skip
         for name in recipe.export.models or list(made):
             model, _, steps = made[name]
             path = out / "export" / f"{name}.onnx"

@@ -155,6 +155,7 @@ class ExportSpec(_Strict):
     min_agreement: float = Field(0.99, ge=0.0, le=1.0)
     quantize: list[Literal["dynamic", "static", "fp16"]] = Field(default_factory=list)
     tensorrt: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=list)
+    slim: bool = False  # simplify each graph with onnxslim (the `slim` extra)
 
 
 class BenchmarkSpec(_Strict):

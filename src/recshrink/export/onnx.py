@@ -38,6 +38,8 @@ class OnnxExportConfig:
         opset: ONNX opset (>= 17).
         min_agreement: Fail the export when top-10 agreement with PyTorch is below this.
         validate_users: Test histories used for validation (0 = skip validation).
+        slim: Simplify the graph with ``onnxslim`` (``pip install 'recshrink[slim]'``) after
+            the export's own optimisation; metadata, dynamic dims and INT8 weights are kept.
     """
 
     k: int = 10
@@ -46,6 +48,7 @@ class OnnxExportConfig:
     opset: int = 18
     min_agreement: float = 0.99
     validate_users: int = 2000
+    slim: bool = False
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -205,12 +208,25 @@ def export_onnx(
         for node in proto.graph.node:  # the exporter's per-node debug records (~5% of a d64 file)
             del node.metadata_props[:]
         fuse_dequantize(proto)
+        if cfg.slim:
+            proto = _slim(proto)
         del proto.metadata_props[:]
         for k, v in meta.items():
             proto.metadata_props.add(key=k, value=v)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
     return out
+
+
+def _slim(proto):
+    try:
+        import onnxslim
+    except ImportError:
+        raise RecshrinkError("ONNX simplification needs onnxslim: pip install 'recshrink[slim]'") from None
+    try:
+        return onnxslim.slim(proto)
+    except Exception as exc:  # onnxslim raises many types
+        raise RecshrinkError(f"onnxslim failed: {str(exc).strip().splitlines()[0][:200]}") from None
 
 
 def fuse_dequantize(proto) -> int:
