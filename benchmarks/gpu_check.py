@@ -157,6 +157,8 @@ def run(args) -> None:
                 entry["backends"]["tensorrt-fp16"] = {"latency_us": lat, "users_per_s": thr}
             except Exception as exc:
                 entry["backends"]["tensorrt-fp16"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        if args.profile and name.startswith("student"):
+            _profile(path, hist, out / f"{name}_profile.txt", args.device)
         results["models"][name] = entry
         (out / "gpu_results.json").write_text(json.dumps(results, indent=2))
     results["seconds"] = round(time.perf_counter() - t_start, 1)
@@ -177,6 +179,34 @@ def run(args) -> None:
     print("\n".join(lines))
 
 
+def _profile(path: Path, hist: np.ndarray, dest: Path, device: str) -> None:
+    """Kernel-time table of eager fp16 calls at batch 1 and 1024 (where the time goes)."""
+    import torch
+
+    from recshrink.benchmark.backends import open_runner
+
+    try:
+        runner = open_runner(path, "torch", device=device, dtype="fp16")
+        lines = []
+        for b in (1, 1024):
+            x = runner.prepare(np.ascontiguousarray(hist[:b, -50:]))
+            for _ in range(3):
+                runner.call(x)
+            acts = [torch.profiler.ProfilerActivity.CPU]
+            if device.startswith("cuda"):
+                acts.append(torch.profiler.ProfilerActivity.CUDA)
+            with torch.profiler.profile(activities=acts) as prof:
+                for _ in range(10):
+                    runner.call(x)
+                    if runner.sync:
+                        runner.sync()
+            key = "cuda_time_total" if device.startswith("cuda") else "cpu_time_total"
+            lines += [f"## batch {b}, 10 calls", prof.key_averages().table(sort_by=key, row_limit=20)]
+        dest.write_text("\n".join(lines))
+    except Exception as exc:  # diagnostics only
+        dest.write_text(f"profile failed: {type(exc).__name__}: {exc}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -188,6 +218,7 @@ def main() -> None:
     r.add_argument("--out", required=True)
     r.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls per point")
     r.add_argument("--payload", default=str(PAYLOAD))
+    r.add_argument("--profile", action="store_true", help="write each student's kernel-time table")
     r.add_argument("--device", default="cuda", help="cpu only to smoke-test this script")
     r.add_argument("--check-users", type=int, default=4096)
     r.add_argument("--aoti-before-s", type=float, default=220.0,
