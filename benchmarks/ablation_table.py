@@ -1,6 +1,7 @@
 """Print a Markdown ablation table from distillation runs' report.json / config.json.
 
-    python benchmarks/ablation_table.py LABEL=RUN_DIR [LABEL=RUN_DIR ...] --teacher NDCG@10 --alone NDCG@10
+    python benchmarks/ablation_table.py LABEL=RUN_DIR [LABEL=REPORT.json#MODEL@MODEL_DIR ...] \\
+        --teacher NDCG@10 --alone NDCG@10
 """
 
 from __future__ import annotations
@@ -10,10 +11,16 @@ import json
 from pathlib import Path
 
 
-def row(label: str, run: Path, teacher: float, alone: float) -> str:
-    rep = json.loads((run / "report.json").read_text())
-    m = next(iter(rep["models"].values()))
-    cfg = json.loads((run / "config.json").read_text())
+def row(label: str, run: str, teacher: float, alone: float) -> str:
+    """``run``: a model directory with its own report.json, or ``REPORT.json#MODEL@MODEL_DIR``."""
+    if "#" in run:  # a model inside a recipe's report
+        report, rest = run.split("#", 1)
+        name, model_dir = rest.split("@", 1)
+        m = json.loads(Path(report).read_text())["models"][name]
+        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    else:
+        m = next(iter(json.loads((Path(run) / "report.json").read_text())["models"].values()))
+        cfg = json.loads((Path(run) / "config.json").read_text())
     tr = cfg.get("extra", {}).get("train", {})
     mt = m["metrics"]
     nd = mt["ndcg@10"]
@@ -34,7 +41,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for spec in a.runs:
         label, run = spec.split("=", 1)
-        print(row(label, Path(run), a.teacher, a.alone))
+        print(row(label, run, a.teacher, a.alone))
 
 
 if __name__ == "__main__":

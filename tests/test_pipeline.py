@@ -171,3 +171,30 @@ def test_search_picks_the_fastest_trial_within_the_drop(tmp_path):
     s2 = run_recipe(parse_recipe(raw), tmp_path, progress=False)["search"]  # models reused
     if not s2["trials"][0]["meets"]:
         assert s2["best"] is None and s2["message"].startswith("no trial keeps ndcg@10")
+
+
+def test_prune_recovery_never_reinitialises_the_item_table(tmp_path):
+    """A student distilled with ``init_items: pca`` keeps its trained item table when pruned:
+    recovery distils an already trained model (a PCA re-projection would scramble it)."""
+    from recshrink.compress.distill import DistillConfig
+    from recshrink.compress.prune import PruneConfig
+    from recshrink.data.split import leave_one_out
+    from recshrink.data.synthetic import SyntheticConfig, synthetic
+    from recshrink.models import build_model
+    from recshrink.pipeline import prune_model
+    from recshrink.train.config import TrainConfig
+
+    torch.set_num_threads(1)
+    data = synthetic(SyntheticConfig(users=80, items=30, categories=3, min_len=4, max_len=10))
+    split = leave_one_out(data, 10)
+    torch.manual_seed(0)
+    model = build_model("gru", data.num_items, dim=8, max_len=10).eval()
+    before = model.item_table().detach().clone()
+    pruned, _ = prune_model(model, "g", [], PruneConfig(ratio=0.5), data, split, tmp_path / "p",
+                            train_cfg=TrainConfig(epochs=1, batch_size=32, num_negatives=8, lr=1e-4),
+                            distill_cfg=DistillConfig(top_m=5, kd_negatives=8, init_items="pca"),
+                            progress=False)  # fmt: skip
+    after = pruned.item_table().detach()
+    assert after.shape == before.shape
+    cos = torch.nn.functional.cosine_similarity(after[1:], before[1:], dim=-1)
+    assert cos.min() > 0.99  # one epoch at lr 1e-4 moves rows a little; a PCA rotation would not keep them

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import platform
 import time
 from pathlib import Path
@@ -255,10 +257,13 @@ def prune_model(
     recoveries: list[dict] = []
     key = f"prune|{state_digest(parent)}|{cfg}|{data.fingerprint()}"
 
+    # recovery trains an already trained model: never re-initialise its item table
+    rcfg = dataclasses.replace(distill_cfg or DistillConfig(), init_items="none")
+
     def recover(pruned: SeqRecModel, original: SeqRecModel, step: int) -> None:
         work = out_dir / "work" / f"step{step}"
         if cfg.recover == "distill":
-            result, _ = distill(original, pruned, split, train_cfg, distill_cfg or DistillConfig(),
+            result, _ = distill(original, pruned, split, train_cfg, rcfg,
                                 work, cache_dir=cache_dir, item_attrs=data.item_attrs,
                                 run_key=f"{key}|{step}", progress=progress,
                                 desc=f"recover {step}/{cfg.steps}")  # fmt: skip
