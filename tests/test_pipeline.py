@@ -38,7 +38,8 @@ def test_recipe_end_to_end(tmp_path):
             assert 0.0 <= m["metrics"][key] <= 1.0
         assert m["metrics"]["shift"]["count"] + m["metrics"]["stable"]["count"] == 200
         assert m["size_bytes"] > 0 and m["train_seconds"] is not None
-    assert s["teacher"] == "t" and s["losses"] == ["ground_truth", "logit_kd", "ranking_kd"]
+    assert s["teacher"] == "t" and s["losses"] == ["ground_truth", "logit_kd", "ranking_kd",
+                                                 "init_items_pca"]
     assert s["retention"] == pytest.approx(s["metrics"]["ndcg@10"] / t["metrics"]["ndcg@10"],
                                            abs=1e-4)
     assert s["vs_baseline"] == pytest.approx(

@@ -105,7 +105,8 @@ def test_distilled_student_agrees_more_with_teacher(trained, tmp_path):
     alone = student()
     fit(alone, split, cfg, tmp_path / "alone", progress=False)
     kd = student()
-    res, summary = distill(teacher, kd, split, cfg, DistillConfig(kd_scope="full", temperature=2.0),
+    res, summary = distill(teacher, kd, split, cfg, DistillConfig(kd_scope="full", temperature=2.0,
+                                                                   init_items="none"),
                            tmp_path / "kd", cache_dir=tmp_path / "cache", progress=False)
     assert summary["losses"] == ["ground_truth", "logit_kd"] and summary["cache_reused"] is False
     with torch.inference_mode():

