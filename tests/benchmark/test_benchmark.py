@@ -147,3 +147,23 @@ def test_length_buckets_cut_a_batch_to_its_longest_history():
     assert to_bucket(np.zeros((1, 50), dtype=np.int64), (8, 50)).shape == (1, 8)  # empty
     short = np.array([[1, 2]])
     assert to_bucket(short, (8, 16)).tolist() == [[0] * 6 + [1, 2]]  # padded up to the bucket
+
+
+def test_update_docs_replaces_its_block(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "update_docs", Path(__file__).resolve().parents[2] / "benchmarks" / "update_docs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    docs, rep = tmp_path / "b.md", tmp_path / "report.md"
+    docs.write_text("# Benchmarks\n\nhand-written\n")
+    rep.write_text("# Benchmark (cpu)\n\n| a |\n|---|\n| 1 |\n")
+    mod.update(rep, docs, "x")
+    rep.write_text("# Benchmark (cpu)\n\n| a |\n|---|\n| 2 |\n")
+    mod.update(rep, docs, "x")
+    text = docs.read_text()
+    assert text.startswith("# Benchmarks\n\nhand-written\n")
+    assert text.count("<!-- bench:x:begin -->") == 1 and "| 2 |" in text and "| 1 |" not in text
+    assert "#### Benchmark (cpu)" in text and not list(tmp_path.glob("*.tmp"))
