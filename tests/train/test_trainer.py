@@ -78,10 +78,15 @@ def test_early_stopping_and_budget(tiny, tmp_path):
 
 def test_ddp_two_processes_identical_weights(tmp_path):
     worker = Path(__file__).with_name("_ddp_worker.py")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_port=29533", str(worker), str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    # --standalone: a free rendezvous port each run (a fixed port can collide with another run)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(worker), str(tmp_path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
+                              env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    except subprocess.TimeoutExpired as exc:  # show what the ranks printed
+        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        pytest.fail(f"torchrun did not finish in 240 s; stderr tail:\n{err[-2000:]}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads((tmp_path / "digests.json").read_text())
     assert out["epochs"] == 2

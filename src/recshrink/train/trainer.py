@@ -317,9 +317,15 @@ def fit(
         gathered: list = [None] * world
         dist.all_gather_object(gathered, state_digest(model))
         digests = [str(d) for d in gathered]
-        if owns_group:  # a group left alive is torn down at exit, which can abort (SIGABRT)
+        import os as _os
+        mode = _os.environ.get("TD", "bd")
+        if owns_group and mode == "bd":
             dist.barrier()
             dist.destroy_process_group()
+        elif owns_group and mode == "d":
+            dist.destroy_process_group()
+        elif owns_group and mode == "b":
+            dist.barrier()
     return TrainResult(
         best_epoch=best_epoch,
         best_valid=best_valid,
