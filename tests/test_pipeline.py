@@ -165,6 +165,8 @@ def test_search_picks_the_fastest_trial_within_the_drop(tmp_path):
     none = next(t for t in s["trials"] if t["id"] == "gru_tiny-p0-none")
     assert int8["bytes"] < none["bytes"]
     assert "## Search" in (tmp_path / "report.md").read_text()
+    bench = json.loads((tmp_path / "benchmark.json").read_text())
+    assert bench["quality_floor"] == pytest.approx(s["floor"])  # drawn on pareto.png
     # an impossible budget: the search says that no trial meets it
     raw["search"]["max_drop"] = 0.0
     raw["search"]["max_trials"] = 1

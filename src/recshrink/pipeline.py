@@ -647,7 +647,7 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
                 exported.append((f"{name}.{precision}.engine", engine))
             report["models"][name]["export"] = info
             write_json(out / "report.json", report)
-    trials = {}
+    trials, floor = {}, None
     if recipe.search:
         from recshrink.search import run_search
 
@@ -658,11 +658,13 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
         write_json(out / "report.json", report)
         trials = {t["id"]: {"p50": t["p50"], "ndcg@10": t["ndcg@10"], "bytes": t["bytes"]}
                   for t in res["trials"] if "p50" in t and res.get("objective")}  # fmt: skip
+        floor = res["floor"] if res.get("metric") == "ndcg@10" else None
         if not recipe.benchmark and trials:
             from recshrink.benchmark.report import plots
 
             plots({"settings": {"device": "cpu", "batches": [recipe.search.batch]}, "models": {},
-                   "trials": trials}, out, batch=str(recipe.search.batch))  # fmt: skip
+                   "trials": trials, "quality_floor": floor}, out,
+                  batch=str(recipe.search.batch))  # fmt: skip
     if recipe.benchmark:
         from recshrink.benchmark.report import markdown, plots
         from recshrink.benchmark.run import run_benchmark
@@ -674,6 +676,8 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
                               batches=tuple(b.batches), threads=b.threads, budget_s=b.budget_s,
                               teacher=recipe.teacher.label, ks=ev.ks, progress=progress)  # fmt: skip
         bench["trials"] = trials
+        if recipe.search and floor is not None:
+            bench["quality_floor"] = floor
         write_json(out / "benchmark.json", bench)
         text = markdown(bench)
         if recipe.search:

@@ -74,8 +74,9 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 def plots(report: dict, out_dir: Path, batch: str = "1") -> list[Path]:
-    """``pareto.png`` (p50 at ``batch`` vs NDCG@10, marker area = artifact size, front drawn)
-    and ``latency_vs_batch.png``."""
+    """``pareto.png`` (p50 at ``batch`` vs NDCG@10, marker area = artifact size, front drawn,
+    and the search's quality floor when ``report["quality_floor"]`` is set) and
+    ``latency_vs_batch.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,6 +109,10 @@ def plots(report: dict, out_dir: Path, batch: str = "1") -> list[Path]:
                        edgecolors="k", linewidths=1.8 if i in front else 0.6,
                        label=f"{i + 1}: {text} ({_fmt_bytes(size)})")  # fmt: skip
             ax.annotate(str(i + 1), (x, y), ha="center", va="center", fontsize=8, weight="bold")
+        floor = report.get("quality_floor")  # the search's NDCG@10 constraint, if any
+        if floor is not None:
+            ax.axhline(floor, color="firebrick", ls=":", lw=1.2,
+                       label=f"search floor: NDCG@10 >= {floor:.4f} (max_drop)")  # fmt: skip
         order = pareto_front(pts)
         ax.step([pts[i][0] for i in order], [pts[i][1] for i in order], "k--", lw=1,
                 where="post")  # fmt: skip
