@@ -60,6 +60,10 @@ def test_resume_matches_uninterrupted(tiny, tmp_path):
     # a new time budget or thread count does not start the run over
     resumed, res = run(tmp_path / "b", c=dataclasses.replace(cfg, max_minutes=60.0, threads=1))
     assert res.resumed_from == 2 and res.epochs == 4
+    # the run's time counts the two epochs saved before the interruption, not this call alone
+    saved = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)
+    assert res.seconds == pytest.approx(saved["elapsed"], abs=0.5)
+    assert res.seconds >= sum(h["seconds"] for h in res.history)
     for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), k
 

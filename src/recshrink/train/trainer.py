@@ -42,7 +42,8 @@ class TrainResult:
         best_epoch: 1-based epoch of the best validation NDCG@10.
         best_valid: Validation metrics of the best epoch.
         epochs: Epochs run in total (resumed ones included).
-        seconds: Wall-clock training time of this call (evaluation included).
+        seconds: Wall-clock training time, evaluation included, of every call that made this
+            run (a resumed run adds the time before the interruption, up to its last saved epoch).
         history: One entry per evaluated epoch.
         resumed_from: Epoch the run resumed after (0 = fresh start).
         rank_digests: Under DDP, a hash of the final weights of every rank.
@@ -215,6 +216,7 @@ def fit(
     opt = torch.optim.AdamW(core.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     start, best, best_epoch, bad, history = 0, -1.0, 0, 0, []
+    before = 0.0  # seconds spent by earlier calls of a resumed run
     best_valid: dict = {}
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     torch.manual_seed(cfg.seed)
@@ -231,6 +233,7 @@ def fit(
             )  # fmt: skip
             history = json.loads(state["history"])
             best_valid = json.loads(state["best_valid"])
+            before = float(state.get("elapsed", 0.0))
             torch.set_rng_state(state["rng"])
             if best_path.exists():
                 best_state = {k: v.to(device) for k, v in load_file(str(best_path)).items()}
@@ -304,6 +307,7 @@ def fit(
                     "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
                     "history": json.dumps(history), "best_valid": json.dumps(best_valid),
                     "rng": torch.get_rng_state(),
+                    "elapsed": before + time.perf_counter() - t0,
                 },
                 state_path,
             )  # fmt: skip
@@ -326,7 +330,7 @@ def fit(
         best_epoch=best_epoch,
         best_valid=best_valid,
         epochs=epoch,
-        seconds=round(time.perf_counter() - t0, 2),
+        seconds=round(before + time.perf_counter() - t0, 2),
         history=history,
         resumed_from=resumed_from,
         rank_digests=digests,
