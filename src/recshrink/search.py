@@ -58,11 +58,10 @@ class SearchSpec(BaseModel):
 def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teacher_metrics: dict,
                manifests, teacher_key: str, progress: bool = True) -> dict:  # fmt: skip
     """Run the trials; returns ``{"trials": [...], "best": id | None, "message": str}``."""
-    from recshrink.benchmark.latency import input_batches, time_calls
+    from recshrink.benchmark.backends import open_runner
+    from recshrink.benchmark.run import time_runner
     from recshrink.compress.quantize import RowwiseConfig, quantize_item_table
-    from recshrink.export.onnx import (
-        OnnxExportConfig, graph_length, onnx_scorer, ort_session, trim_for_graph,
-    )  # fmt: skip
+    from recshrink.export.onnx import OnnxExportConfig
     from recshrink.models.io import load_model
     from recshrink.pipeline import export_checked, popular_items, prune_model
     from recshrink.recipe import StudentSpec
@@ -72,7 +71,6 @@ def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teache
     root = out / "search"
     floor = teacher_metrics[spec.metric] * (1.0 - spec.max_drop)
     popular = popular_items(split, data.num_items)
-    pool = input_batches(split.test.histories, spec.batch, count=8, seed=spec.batch)
     trials: list[dict] = []
     students: dict[str, tuple] = {}
     grid = list(product(spec.students, sorted(spec.prune_ratios, reverse=True), spec.quantize))
@@ -131,13 +129,10 @@ def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teache
             trial["error"] = str(exc)[:300]
             trials.append(trial)
             continue
-        m = evaluate(onnx_scorer(path, spec.threads), split.test, data.item_attrs,
-                     recipe.evaluate.ks)  # fmt: skip
-        sess = ort_session(path, spec.threads)
-        fixed = graph_length(path)  # an RNN graph some exporters pin to max_len
-        inputs = [trim_for_graph(x, fixed) for x in pool] if fixed else pool
-        stats = time_calls(lambda x: sess.run(["scores", "ids"], {"seq": x}), inputs,
-                           warmup=len(pool), budget_s=spec.budget_s)  # fmt: skip
+        runner = open_runner(path, "onnxruntime", threads=spec.threads)
+        m = evaluate(runner.scorer, split.test, data.item_attrs, recipe.evaluate.ks)
+        lat, _ = time_runner(runner, split.test.histories, [spec.batch], spec.budget_s)
+        stats = lat[str(spec.batch)]
         trial.update({"bytes": info["bytes"], "agreement_onnx@10": info["agreement@10"],
                       "ndcg@10": m["ndcg@10"], "f1@10": m["f1@10"], "p50": stats["p50"],
                       "p99": stats["p99"], "batch": spec.batch,

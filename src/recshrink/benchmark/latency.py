@@ -144,10 +144,5 @@ def input_batches(histories: np.ndarray, batch: int, count: int = 8, seed: int =
     out = []
     for _ in range(count):
         rows = rng.choice(n, size=batch, replace=n < batch)
-        h = np.asarray(histories[rows])
-        if fixed_len:
-            h = np.ascontiguousarray(h[:, -fixed_len:].astype(np.int64))
-        else:
-            h = trim_for_graph(h)
-        out.append(h)
+        out.append(trim_for_graph(np.asarray(histories[rows]), fixed_len))
     return out

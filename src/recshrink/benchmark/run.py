@@ -14,10 +14,10 @@ import torch
 
 from recshrink.benchmark.backends import BACKENDS, applies, artifact_kind, open_runner
 from recshrink.benchmark.latency import PeakRSS, input_batches, throughput, time_calls
-from recshrink.train.evaluate import top_ids
 from recshrink.data.dataset import InteractionData
 from recshrink.data.split import Split
 from recshrink.errors import RecshrinkError
+from recshrink.train.evaluate import top_ids
 
 
 def _params(path: Path) -> int | None:

@@ -19,7 +19,6 @@ Losses (each with a weight, combinable):
 from __future__ import annotations
 
 import dataclasses
-
 import hashlib
 import time
 from pathlib import Path

@@ -352,7 +352,7 @@ def onnx_scorer(path: str | Path, threads: int | None = None, session=None):
     names = [o.name for o in sess.get_outputs()]
     meta = onnx_metadata(path)
     n = int(meta.get("num_items", "0")) + 1
-    fixed = int(meta["fixed_len"]) if meta.get("fixed_len") else None
+    fixed = fixed_len_of(meta)
 
     def score(hist: torch.Tensor) -> torch.Tensor:
         h = trim_for_graph(hist.numpy(), fixed)
@@ -379,7 +379,12 @@ def trim_for_graph(hist: np.ndarray, fixed_len: int | None = None) -> np.ndarray
     return np.ascontiguousarray(h.astype(np.int64))
 
 
-def graph_length(path: str | Path) -> int | None:
-    """The fixed input length of an exported graph (``fixed_len`` metadata), or None if dynamic."""
-    v = onnx_metadata(path).get("fixed_len")
+def fixed_len_of(meta: dict) -> int | None:
+    """The fixed input length recorded in an artifact's metadata (``fixed_len``), or None."""
+    v = meta.get("fixed_len")
     return int(v) if v else None
+
+
+def graph_length(path: str | Path) -> int | None:
+    """The fixed input length of an exported graph, or None if its length is dynamic."""
+    return fixed_len_of(onnx_metadata(path))

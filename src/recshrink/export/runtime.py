@@ -66,7 +66,10 @@ class Recommendations:
 
 @dataclass
 class _Backend:
-    """A loaded artifact: ``run(seq [B, L] int64, k) -> (scores [B, k], ids [B, k])``."""
+    """A loaded artifact: ``run(seq [B, L] int64, k) -> (scores [B, k], ids [B, k])``.
+
+    ``fixed_len``: the artifact takes exactly this length (``seq`` arrives left-padded to it).
+    """
 
     name: str
     num_items: int
@@ -74,6 +77,7 @@ class _Backend:
     run: object
     max_batch: int | None = None
     meta: dict = field(default_factory=dict)
+    fixed_len: int | None = None
 
 
 def _check_int_id(x, where: str) -> None:
@@ -200,7 +204,7 @@ class Predictor:
         step = self.backend.max_batch or max(1, len(live))
         for i in range(0, len(live), step):
             rows = live[i : i + step]
-            s, t = self.backend.run(trim_for_graph(seq[rows]), k)
+            s, t = self.backend.run(trim_for_graph(seq[rows], self.backend.fixed_len), k)
             scores[rows], ids[rows] = s, t
         if empty.any():
             ids[empty] = np.array(self.popular[:k] + list(range(1, k + 1)))[:k]
@@ -209,7 +213,7 @@ class Predictor:
 
 
 def _onnx_backend(path: Path, threads: int | None) -> _Backend:
-    from recshrink.export.onnx import onnx_metadata, ort_session, trim_for_graph
+    from recshrink.export.onnx import fixed_len_of, onnx_metadata, ort_session
 
     try:
         meta = onnx_metadata(path)
@@ -220,11 +224,8 @@ def _onnx_backend(path: Path, threads: int | None) -> _Backend:
     if "ids" not in outputs:
         raise RecshrinkError(f"{path}: not a recshrink export (no 'ids' output)")
     graph_k = int(meta.get("k", "10"))
-    fixed = int(meta["fixed_len"]) if meta.get("fixed_len") else None
 
     def run(seq: np.ndarray, k: int):
-        if fixed:
-            seq = trim_for_graph(seq, fixed)
         if k <= graph_k:
             s, i = sess.run(["scores", "ids"], {"seq": seq})
             return s[:, :k], i[:, :k]
@@ -235,7 +236,8 @@ def _onnx_backend(path: Path, threads: int | None) -> _Backend:
         top = full.topk(k, dim=-1)
         return top.values.numpy(), top.indices.numpy()
 
-    return _Backend("onnxruntime", int(meta["num_items"]), int(meta["max_len"]), run, meta=meta)
+    return _Backend("onnxruntime", int(meta["num_items"]), int(meta["max_len"]), run, meta=meta,
+                    fixed_len=fixed_len_of(meta))  # fmt: skip
 
 
 def _aoti_backend(path: Path, device: str) -> _Backend:
@@ -247,19 +249,18 @@ def _aoti_backend(path: Path, device: str) -> _Backend:
     if not meta_path.is_file():
         raise RecshrinkError(f"{meta_path}: missing (written next to the .pt2 by the exporter)")
     meta = json.loads(meta_path.read_text())
-    graph_k, fixed = int(meta["k"]), meta.get("fixed_len")
+    graph_k = int(meta["k"])
 
     def run(seq: np.ndarray, k: int):
         if k > graph_k:
             raise ValueError(f"this package returns at most k={graph_k}")
-        if fixed:
-            seq = np.pad(seq, ((0, 0), (fixed - seq.shape[1], 0)))[:, -fixed:]
         with torch.inference_mode():
             s, i = runner(torch.from_numpy(seq).to(device))
         return s[:, :k].float().cpu().numpy(), i[:, :k].cpu().numpy()
 
     return _Backend("aoti", int(meta["num_items"]), int(meta["max_len"]), run,
-                    max_batch=int(meta.get("max_batch", 4096)), meta=meta)  # fmt: skip
+                    max_batch=int(meta.get("max_batch", 4096)), meta=meta,
+                    fixed_len=meta.get("fixed_len"))  # fmt: skip
 
 
 def export_aoti(model, path: str | Path, *, k: int = 10, device: str = "cpu",

@@ -82,7 +82,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, cfg: TensorRTCo
     """
     import shutil
 
-    from recshrink.export.onnx import onnx_metadata
+    from recshrink.export.onnx import fixed_len_of, onnx_metadata
     from recshrink.export.runtime import sidecar_path
     from recshrink.fsutil import atomic_path, atomic_write_text
 
@@ -105,9 +105,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, cfg: TensorRTCo
         config.set_flag(trt.BuilderFlag.INT8)  # the QDQ nodes carry the scales
     max_len = min(cfg.max_len, int(meta.get("max_len", cfg.max_len)))
     lens = (cfg.min_len, min(cfg.opt_len, max_len), max_len)
-    if meta.get("fixed_len"):  # a graph exported at one length (see export_onnx)
-        max_len = int(meta["fixed_len"])
-        lens = (max_len,) * 3
+    fixed = fixed_len_of(meta)
+    if fixed:  # a graph exported at one length (see export_onnx)
+        max_len, lens = fixed, (fixed, fixed, fixed)
     profile = builder.create_optimization_profile()
     profile.set_shape("seq", (cfg.min_batch, lens[0]), (cfg.opt_batch, lens[1]),
                       (cfg.max_batch, lens[2]))  # fmt: skip
@@ -202,16 +202,14 @@ def tensorrt_backend(engine_path: str | Path):
     meta = json.loads(meta_path.read_text())
     runner = TensorRTRunner(p)
     graph_k = int(meta.get("k", 10))
-    fixed = int(meta["fixed_len"]) if meta.get("fixed_len") else None
 
     def run(seq: np.ndarray, k: int):
         if k > graph_k:
             raise ValueError(f"this engine returns at most k={graph_k}")
-        if fixed:
-            from recshrink.export.onnx import trim_for_graph
-
-            seq = trim_for_graph(seq, fixed)
         return runner.run(seq, k)
 
+    from recshrink.export.onnx import fixed_len_of
+
     return _Backend("tensorrt", int(meta["num_items"]), int(meta["max_len"]), run,
-                    max_batch=int(meta.get("max_batch", 1024)), meta=meta)  # fmt: skip
+                    max_batch=int(meta.get("max_batch", 1024)), meta=meta,
+                    fixed_len=fixed_len_of(meta))  # fmt: skip
