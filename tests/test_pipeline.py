@@ -201,3 +201,43 @@ def test_prune_recovery_never_reinitialises_the_item_table(tmp_path):
     assert after.shape == before.shape
     cos = torch.nn.functional.cosine_similarity(after[1:], before[1:], dim=-1)
     assert cos.min() > 0.99  # one epoch at lr 1e-4 moves rows a little; a PCA rotation would not keep them
+
+
+def _one_thread_each(raw: dict) -> dict:
+    for spec in [raw["teacher"], *raw["baselines"], *raw["students"]]:
+        spec["train"]["threads"] = 1
+    return raw
+
+
+def test_parallel_jobs_give_the_sequential_results(tmp_path):
+    torch.set_num_threads(1)
+    raw = _one_thread_each(json.loads(json.dumps(TINY)))
+    raw["baselines"].append({"name": "c_alone", "model": "cnn", "args": {"dim": 8},
+                             "train": {"epochs": 2, "batch_size": 32, "num_negatives": 16,
+                                       "threads": 1}})  # fmt: skip
+    seq = run_recipe(parse_recipe(raw), tmp_path / "seq", progress=False)
+    par = run_recipe(parse_recipe({**raw, "jobs": 2}), tmp_path / "par", progress=False)
+    assert list(par["models"]) == list(seq["models"]) == ["t", "g_alone", "c_alone", "g_kd"]
+    for name, entry in seq["models"].items():
+        assert par["models"][name]["metrics"] == entry["metrics"]
+        assert par["models"][name].get("vs_baseline") == entry.get("vs_baseline")
+    man = json.loads((tmp_path / "par" / "students" / "g_kd" / "manifest.json").read_text())
+    assert man["entry"]["metrics"] == seq["models"]["g_kd"]["metrics"]
+    # a re-run in parallel mode trains nothing: every model comes from its manifest
+    again = run_recipe(parse_recipe({**raw, "jobs": 2}), tmp_path / "par", progress=False)
+    assert again["models"] == par["models"]
+
+
+def test_parallel_worker_error_stops_the_run(tmp_path):
+    from recshrink.errors import RecshrinkError
+    from recshrink.models import build_model
+    from recshrink.models.io import save_model
+
+    torch.set_num_threads(1)
+    save_model(build_model("gru", 30, dim=8, max_len=12), tmp_path / "other")
+    raw = _one_thread_each(json.loads(json.dumps(TINY)))
+    raw["jobs"] = 2
+    raw["baselines"][0]["load"] = str(tmp_path / "other")
+    with pytest.raises(RecshrinkError, match="model has 30 items but the data has 40"):
+        run_recipe(parse_recipe(raw), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "students" / "g_kd" / "manifest.json").exists()

@@ -435,6 +435,177 @@ class Manifests:
                                              "entry": entry})  # fmt: skip
 
 
+_STAGE_OF = {"teacher": "teacher", "baseline": "baselines", "student": "students"}
+
+
+@dataclasses.dataclass
+class _TrainState:
+    """What later models of the training stages need from earlier ones."""
+
+    teacher: SeqRecModel | None = None
+    teacher_ndcg: float | None = None
+    baseline_by_model: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _train_job(recipe: Recipe, role: str, spec: ModelSpec, where: Path, data: InteractionData,
+               split: Split, out: Path, teacher: SeqRecModel | None,
+               progress: bool) -> tuple[SeqRecModel, dict]:  # fmt: skip
+    """Train (or distil, or load) one model of the teacher/baselines/students stages."""
+    if role == "student":
+        return distill_student(spec, teacher, recipe.teacher.label, data, split, where,
+                               max_len=recipe.data.max_len, cache_dir=out / "cache",
+                               progress=progress)  # fmt: skip
+    return train_or_load(spec, data, split, where, max_len=recipe.data.max_len, progress=progress)
+
+
+def _finish_job(recipe: Recipe, role: str, spec: ModelSpec, where: Path, trained: tuple | None,
+                hit: dict | None, key: str, data: InteractionData, split: Split, out: Path,
+                report: dict, made: dict, manifests: Manifests, state: _TrainState) -> None:  # fmt: skip
+    """Score a trained model (or take a matching manifest's entry) into the report, in recipe
+    order: the teacher first, baselines before the students that are compared with them."""
+    stage = _STAGE_OF[role]
+    if hit:  # the same model from an earlier run: reuse it and its report entry
+        model, _ = load_model(where)
+        entry = hit["entry"]
+        if role == "teacher":
+            state.teacher, state.teacher_ndcg = model, entry["metrics"]["ndcg@10"]
+        if role == "baseline":
+            state.baseline_by_model.setdefault(spec.model, spec.label)
+        report["models"][spec.label] = entry
+        made[spec.label] = (model, where, entry.get("steps", []))
+        write_json(out / "report.json", report)
+        check_gates(recipe, report)
+        return
+    model, summary, seconds = trained
+    teacher = state.teacher
+    metrics = test_metrics(model, data, split, recipe.evaluate)
+    extra: dict = {}
+    if role == "teacher":
+        state.teacher, state.teacher_ndcg = model, metrics["ndcg@10"]
+    elif state.teacher_ndcg:
+        extra["retention"] = round(metrics["ndcg@10"] / state.teacher_ndcg, 4)
+        extra["params_ratio"] = round(model.num_params() / teacher.num_params(), 4)
+    if role == "baseline":
+        state.baseline_by_model.setdefault(spec.model, spec.label)
+    if role == "student":
+        extra["teacher"] = recipe.teacher.label
+        extra["losses"] = summary["losses"]
+        extra["steps"] = [{"type": "distill", "teacher": recipe.teacher.label,
+                           "losses": summary["losses"]}]  # fmt: skip
+        base = state.baseline_by_model.get(spec.model)
+        if base:
+            base_ndcg = report["models"][base]["metrics"]["ndcg@10"]
+            extra["baseline"] = base
+            extra["vs_baseline"] = round(metrics["ndcg@10"] / max(base_ndcg, 1e-12), 4)
+    extra["agreement@10"] = _agreement(model, teacher, split) if role != "teacher" else 1.0
+    report["models"][spec.label] = model_entry(model, role, where, metrics, train=summary,
+                                               extra=extra)  # fmt: skip
+    manifests.record(stage, where, key, seconds, report["models"][spec.label])
+    made[spec.label] = (model, where, extra.get("steps", []))
+    write_json(out / "report.json", report)
+    check_gates(recipe, report)
+
+
+def _worker_init() -> None:
+    """In a training worker: exit when the recipe's process dies (killed runs leave no orphan
+    still writing checkpoints that a re-run resumes from)."""
+    import os
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _worker_train(recipe: Recipe, role: str, label: str, where: str, out: str,
+                  threads: int) -> tuple[dict, float]:  # fmt: skip
+    """A training worker's job: one model into ``where``; returns its summary and seconds."""
+    t0 = time.perf_counter()
+    torch.set_num_threads(threads)
+    specs = {s.label: s for s in [recipe.teacher, *recipe.baselines, *recipe.students]}
+    spec = specs[label]
+    if spec.train.threads is None:
+        spec = spec.model_copy(update={"train": dataclasses.replace(spec.train, threads=threads)})
+    data = load_dataset(recipe.data)
+    split = leave_one_out(data, recipe.data.max_len, recipe.data.shift_window)
+    teacher = load_model(Path(out) / "teacher")[0] if role == "student" else None
+    _, summary = _train_job(recipe, role, spec, Path(where), data, split, Path(out), teacher,
+                            progress=False)  # fmt: skip
+    return summary, time.perf_counter() - t0
+
+
+def _train_parallel(recipe: Recipe, jobs: list, todo: list, out: Path, finish,
+                    progress: bool) -> None:  # fmt: skip
+    """Train ``todo`` in ``recipe.jobs`` worker processes, scoring results in recipe order.
+
+    The teacher and the baselines start at once, the students as soon as the teacher is scored;
+    a free worker takes the teacher first, then a student, then a baseline. Each worker uses the
+    spec's ``train.threads`` or an equal share of the CPU cores.
+    """
+    import multiprocessing as mp
+    import os
+    import sys
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    workers = min(recipe.jobs, len(todo))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    order = {"teacher": 0, "student": 1, "baseline": 2}
+    queue = sorted(todo, key=lambda j: order[j[0]])  # stable: recipe order within a role
+    done: dict[str, tuple[dict, float]] = {}
+    running: dict = {}
+    teacher_ready = not any(role == "teacher" for role, _, _ in todo)
+
+    def say(msg: str) -> None:
+        if progress:
+            print(f"[jobs] {msg}", file=sys.stderr, flush=True)
+
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
+    try:
+        nxt = 0
+        while nxt < len(jobs):
+            role, spec, where = jobs[nxt]
+            if spec.label in done or not any(spec.label == s.label for _, s, _ in todo):
+                trained = None
+                if spec.label in done:
+                    summary, seconds = done.pop(spec.label)
+                    trained = (load_model(where)[0], summary, seconds)
+                finish(role, spec, where, trained)
+                teacher_ready = teacher_ready or role == "teacher"
+                nxt += 1
+                continue
+            while len(running) < workers:
+                ready = [j for j in queue if j[0] != "student" or teacher_ready]
+                if not ready:
+                    break
+                job = ready[0]
+                queue.remove(job)
+                threads_of = job[1].train.threads or threads
+                say(f"{job[1].label}: {job[0]} started ({threads_of} thread(s))")
+                fut = pool.submit(_worker_train, recipe, job[0], job[1].label, str(job[2]),
+                                  str(out), threads_of)  # fmt: skip
+                running[fut] = job
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                job = running.pop(fut)
+                summary, seconds = fut.result()  # a worker's error is raised here
+                say(f"{job[1].label}: trained in {seconds / 60:.1f} min")
+                done[job[1].label] = (summary, seconds)
+    except BaseException:  # an error or an interrupt: no worker keeps training
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        raise
+    pool.shutdown(wait=True)
+
+
 def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True,
                from_stage: str | None = None) -> dict:  # fmt: skip
     """Run a validated recipe end to end and write ``OUT/report.json``.
@@ -471,65 +642,33 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True,
         ("baseline", b, out / "baselines" / b.label) for b in recipe.baselines
     ]
     jobs += [("student", s, out / "students" / s.label) for s in recipe.students]
-    teacher, teacher_ndcg = None, None
-    baseline_by_model: dict[str, str] = {}
     made: dict[str, tuple[SeqRecModel, Path, list[dict]]] = {}
     manifests = Manifests(data.fingerprint(), from_stage)
     keys: dict[str, str] = {}
-    stage_of = {"teacher": "teacher", "baseline": "baselines", "student": "students"}
+    hits: dict[str, dict | None] = {}
     for role, spec, where in jobs:
-        stage = stage_of[role]
         parents = (keys[recipe.teacher.label],) if role == "student" else ()
-        key = manifests.key(stage, spec.model_dump(mode="json"), *parents)
-        keys[spec.label] = key
-        hit = manifests.hit(stage, where, key)
-        if hit:  # the same model from an earlier run: reuse it and its report entry
-            model, _ = load_model(where)
-            entry = hit["entry"]
-            if role == "teacher":
-                teacher, teacher_ndcg = model, entry["metrics"]["ndcg@10"]
-            if role == "baseline":
-                baseline_by_model.setdefault(spec.model, spec.label)
-            report["models"][spec.label] = entry
-            made[spec.label] = (model, where, entry.get("steps", []))
-            write_json(out / "report.json", report)
-            check_gates(recipe, report)
-            continue
-        t_stage = time.perf_counter()
-        if role == "student":
-            model, summary = distill_student(spec, teacher, recipe.teacher.label, data, split,
-                                             where, max_len=recipe.data.max_len,
-                                             cache_dir=out / "cache", progress=progress)  # fmt: skip
-        else:
-            model, summary = train_or_load(spec, data, split, where, max_len=recipe.data.max_len,
-                                           progress=progress)  # fmt: skip
-        metrics = test_metrics(model, data, split, recipe.evaluate)
-        extra: dict = {}
-        if role == "teacher":
-            teacher, teacher_ndcg = model, metrics["ndcg@10"]
-        elif teacher_ndcg:
-            extra["retention"] = round(metrics["ndcg@10"] / teacher_ndcg, 4)
-            extra["params_ratio"] = round(model.num_params() / teacher.num_params(), 4)
-        if role == "baseline":
-            baseline_by_model.setdefault(spec.model, spec.label)
-        if role == "student":
-            extra["teacher"] = recipe.teacher.label
-            extra["losses"] = summary["losses"]
-            extra["steps"] = [{"type": "distill", "teacher": recipe.teacher.label,
-                               "losses": summary["losses"]}]  # fmt: skip
-            base = baseline_by_model.get(spec.model)
-            if base:
-                base_ndcg = report["models"][base]["metrics"]["ndcg@10"]
-                extra["baseline"] = base
-                extra["vs_baseline"] = round(metrics["ndcg@10"] / max(base_ndcg, 1e-12), 4)
-        extra["agreement@10"] = _agreement(model, teacher, split) if role != "teacher" else 1.0
-        report["models"][spec.label] = model_entry(model, role, where, metrics, train=summary,
-                                                   extra=extra)  # fmt: skip
-        manifests.record(stage, where, key, time.perf_counter() - t_stage,
-                         report["models"][spec.label])  # fmt: skip
-        made[spec.label] = (model, where, extra.get("steps", []))
-        write_json(out / "report.json", report)
-        check_gates(recipe, report)
+        keys[spec.label] = manifests.key(_STAGE_OF[role], spec.model_dump(mode="json"), *parents)
+        hits[spec.label] = manifests.hit(_STAGE_OF[role], where, keys[spec.label])
+    state = _TrainState()
+
+    def finish(role: str, spec: ModelSpec, where: Path, trained: tuple | None) -> None:
+        _finish_job(recipe, role, spec, where, trained, hits[spec.label], keys[spec.label],
+                    data, split, out, report, made, manifests, state)  # fmt: skip
+
+    todo = [(role, spec, where) for role, spec, where in jobs if not hits[spec.label]]
+    if recipe.jobs > 1 and len(todo) > 1:
+        _train_parallel(recipe, jobs, todo, out, finish, progress)
+    else:
+        for role, spec, where in jobs:
+            trained = None
+            if not hits[spec.label]:
+                t_job = time.perf_counter()
+                trained = (*_train_job(recipe, role, spec, where, data, split, out,
+                                       state.teacher, progress),
+                           time.perf_counter() - t_job)  # fmt: skip
+            finish(role, spec, where, trained)
+    teacher = state.teacher
     _compress_stages(recipe, data, split, out, report, made, teacher, progress, manifests, keys)
     report["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / "report.json", report)

@@ -190,6 +190,9 @@ class Recipe(_Strict):
 
     name: str = "recipe"
     seed: int = 0
+    jobs: int = Field(1, ge=1, description="trainings run at once (worker processes) in the "
+                      "teacher, baselines and students stages; each gets an equal share of the "
+                      "CPU cores unless its train.threads says otherwise")
     data: DataSpec = Field(default_factory=DataSpec)
     teacher: ModelSpec = Field(default_factory=ModelSpec)
     baselines: list[ModelSpec] = Field(default_factory=list)
