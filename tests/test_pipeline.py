@@ -145,16 +145,17 @@ def test_search_picks_the_fastest_trial_within_the_drop(tmp_path):
     raw["baselines"], raw["students"] = [], []
     tr = {"epochs": 1, "batch_size": 32, "num_negatives": 16}
     raw["search"] = {"students": ["gru_tiny", "cnn_small"], "prune_ratios": [0.0, 0.5],
-                     "quantize": ["none", "int8"], "max_drop": 0.99, "max_trials": 4,
+                     "quantize": ["none", "int8", "dynamic"], "max_drop": 0.99, "max_trials": 6,
                      "budget_s": 0.02, "train": tr, "prune_train": tr,
                      "distill": {"top_m": 10, "kd_negatives": 16}}
     raw["benchmark"] = {"batches": [1], "budget_s": 0.02}
     report = run_recipe(parse_recipe(raw), tmp_path, progress=False)
     s = report["search"]
-    assert len(s["trials"]) == 4 and "max_trials" in s["message"]
+    assert len(s["trials"]) == 6 and "max_trials" in s["message"]
     # the grid: larger prune ratios first within a student, each with every quantization
-    assert [t["id"] for t in s["trials"]][:4] == ["gru_tiny-p50-none", "gru_tiny-p50-int8",
-                                                  "gru_tiny-p0-none", "gru_tiny-p0-int8"]
+    assert [t["id"] for t in s["trials"]] == [
+        "gru_tiny-p50-none", "gru_tiny-p50-int8", "gru_tiny-p50-dynamic",
+        "gru_tiny-p0-none", "gru_tiny-p0-int8", "gru_tiny-p0-dynamic"]  # fmt: skip
     ok = [t for t in s["trials"] if t["meets"]]
     assert s["best"] == min(ok, key=lambda t: t["p50"])["id"]
     t0 = report["models"]["t"]["metrics"]["ndcg@10"]
@@ -164,6 +165,12 @@ def test_search_picks_the_fastest_trial_within_the_drop(tmp_path):
     int8 = next(t for t in s["trials"] if t["id"] == "gru_tiny-p0-int8")
     none = next(t for t in s["trials"] if t["id"] == "gru_tiny-p0-none")
     assert int8["bytes"] < none["bytes"]
+    dyn = next(t for t in s["trials"] if t["id"] == "gru_tiny-p0-dynamic")
+    assert dyn["steps"][-1]["mode"] == "int8-dynamic"  # ORT INT8 of the scoring MatMul
+    ops = {n.op_type for n in __import__("onnx").load(
+        str(tmp_path / "search" / "trials" / "gru_tiny-p0-dynamic.onnx")).graph.node}
+    assert "MatMulInteger" in ops and "MatMulInteger" not in {n.op_type for n in __import__(
+        "onnx").load(str(tmp_path / "search" / "trials" / "gru_tiny-p0-none.onnx")).graph.node}
     assert "## Search" in (tmp_path / "report.md").read_text()
     bench = json.loads((tmp_path / "benchmark.json").read_text())
     assert bench["quality_floor"] == pytest.approx(s["floor"])  # drawn on pareto.png

@@ -1,7 +1,8 @@
 """Accuracy-gated search: the fastest (or smallest) compressed student within a quality budget.
 
 Trials are the grid of student architectures (in the order given) x prune ratios (largest
-first) x item-table quantization, tried until the trial or time budget runs out. Each
+first) x quantization (row-wise INT8/INT4 item table, or ONNX Runtime dynamic INT8 of the
+exported graph, scoring MatMul included), tried until the trial or time budget runs out. Each
 trial is distilled from the teacher (shared between trials of the same student through the
 pipeline's manifests), pruned with recovery, quantized, exported to ONNX and measured through
 ONNX Runtime: NDCG@10 / F1@10 on the test split and p50 latency at the objective's batch size.
@@ -31,7 +32,8 @@ class SearchSpec(BaseModel):
 
     students: list[str] = Field(default_factory=lambda: ["gru_tiny", "gru_small"])
     prune_ratios: list[float] = Field(default_factory=lambda: [0.0, 0.5])
-    quantize: list[Literal["none", "int8", "int4"]] = Field(default_factory=lambda: ["none", "int8"])
+    quantize: list[Literal["none", "int8", "int4", "dynamic"]] = Field(
+        default_factory=lambda: ["none", "int8"])
     objective: Literal["latency", "size"] = "latency"
     batch: int = Field(1, ge=1)
     metric: Literal["ndcg@10", "f1@10"] = "ndcg@10"
@@ -60,7 +62,9 @@ def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teache
     """Run the trials; returns ``{"trials": [...], "best": id | None, "message": str}``."""
     from recshrink.benchmark.backends import open_runner
     from recshrink.benchmark.run import time_runner
-    from recshrink.compress.quantize import RowwiseConfig, quantize_item_table
+    from recshrink.compress.quantize import (
+        OnnxQuantConfig, RowwiseConfig, quantize_item_table, quantize_onnx,
+    )  # fmt: skip
     from recshrink.export.onnx import OnnxExportConfig
     from recshrink.models.io import load_model
     from recshrink.pipeline import export_checked, popular_items, prune_model
@@ -114,7 +118,7 @@ def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teache
                                        cache_dir=out / "cache", progress=progress)  # fmt: skip
                 manifests.record("prune", where, pkey, time.perf_counter() - ts, {})
             steps = [*steps, pcfg.step()]
-        if quant != "none":
+        if quant in ("int8", "int4"):
             cfg = RowwiseConfig(bits=8 if quant == "int8" else 4)
             model = quantize_item_table(copy.deepcopy(model), cfg)
             steps = [*steps, cfg.step()]
@@ -122,9 +126,17 @@ def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teache
         trial = {"id": tid, "student": name, "prune_ratio": ratio, "quantize": quant,
                  "params": model.num_params(), "steps": steps}  # fmt: skip
         try:
-            info = export_checked(model, path, split, steps=steps, item_ids=data.item_ids,
+            fp32 = path.with_suffix(".fp32.onnx") if quant == "dynamic" else path
+            info = export_checked(model, fp32, split, steps=steps, item_ids=data.item_ids,
                                   popular=popular, cfg=OnnxExportConfig(full_scores=True,
                                                                         min_agreement=0.0))
+            if quant == "dynamic":  # ONNX Runtime dynamic INT8 of the exported graph
+                qcfg = OnnxQuantConfig(mode="dynamic")
+                quantize_onnx(fp32, path, qcfg)
+                path.with_name(path.stem + ".items.json").write_text(
+                    fp32.with_name(fp32.stem + ".items.json").read_text())  # fmt: skip
+                info["bytes"] = path.stat().st_size
+                trial["steps"] = steps = [*steps, qcfg.step()]
         except Exception as exc:  # an export failure is a failed trial, not a failed search
             trial["error"] = str(exc)[:300]
             trials.append(trial)

@@ -114,6 +114,27 @@ def test_onnx_quantization_modes(tmp_path, mode):
     assert agree > (0.95 if mode == "fp16" else 0.6), agree
 
 
+def test_dynamic_int8_reaches_the_scoring_matmul_of_a_gru(tmp_path):
+    import onnx
+
+    from recshrink.compress.quantize import OnnxQuantConfig, quantize_onnx
+    from recshrink.export.onnx import onnx_scorer
+    from recshrink.train.evaluate import model_scorer, scorer_agreement
+
+    torch.manual_seed(0)
+    model = build_model("gru", 2000, dim=32, max_len=10).eval()
+    src = export_onnx(model, tmp_path / "fp32.onnx", OnnxExportConfig(full_scores=True))
+    dst = quantize_onnx(src, tmp_path / "q.onnx", OnnxQuantConfig(mode="dynamic"))
+    g = onnx.load(str(dst)).graph
+    mm = [n for n in g.node if n.op_type == "MatMulInteger"]
+    assert len(mm) == 1  # the scoring MatMul: the GRU itself has no quantized kernel
+    weights = {t.name: t for t in g.initializer}
+    table = weights[mm[0].input[1]]
+    assert list(table.dims) == [32, 2001] and table.data_type == onnx.TensorProto.INT8
+    hist = torch.randint(1, 2001, (64, 10), generator=torch.Generator().manual_seed(1)).numpy()
+    assert scorer_agreement(onnx_scorer(dst), model_scorer(model), hist) > 0.8
+
+
 def test_static_quantization_needs_histories(tmp_path):
     from recshrink.compress.quantize import OnnxQuantConfig, quantize_onnx
     from recshrink.errors import RecshrinkError

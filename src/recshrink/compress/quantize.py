@@ -150,7 +150,9 @@ class OnnxQuantConfig:
     """Quantization of an exported ONNX graph (validated on construction).
 
     Attributes:
-        mode: ``"dynamic"`` INT8 (weights int8, activations quantized at run time),
+        mode: ``"dynamic"`` INT8 (weights int8, activations quantized at run time; the
+            graph is pre-processed by ONNX Runtime first so the scoring MatMul over the item
+            table is quantized too, which stores the table a second time, transposed, in int8),
             ``"static"`` INT8 in QDQ format (activations calibrated on real histories; the
             format TensorRT consumes), ``"fp16"`` or ``"bf16"`` weights and compute.
         calibration: Static calibration method: ``"minmax"``, ``"entropy"``, ``"percentile"``.
@@ -239,8 +241,14 @@ def quantize_onnx(src, dst, cfg: OnnxQuantConfig | None = None, histories=None):
         try:
             if cfg.mode == "dynamic":
                 from onnxruntime.quantization import QuantType, quantize_dynamic
+                from onnxruntime.quantization.shape_inference import quant_pre_process
 
-                quantize_dynamic(src, out, op_types_to_quantize=list(cfg.op_types),
+                # ONNX Runtime's pre-processing (its constant folding) first: the scoring
+                # MatMul's item table reaches it through a Transpose, and only once folded is
+                # it a weight that dynamic quantization turns into int8
+                pre = Path(tmp) / "pre.onnx"
+                quant_pre_process(src, pre, skip_symbolic_shape=True)
+                quantize_dynamic(pre, out, op_types_to_quantize=list(cfg.op_types),
                                  per_channel=cfg.per_channel, weight_type=QuantType.QInt8)  # fmt: skip
             elif cfg.mode == "static":
                 from onnxruntime.quantization import (
