@@ -248,3 +248,28 @@ def test_parallel_worker_error_stops_the_run(tmp_path):
     with pytest.raises(RecshrinkError, match="model has 30 items but the data has 40"):
         run_recipe(parse_recipe(raw), tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "students" / "g_kd" / "manifest.json").exists()
+
+
+def test_search_over_a_trained_student_directory(tmp_path):
+    from recshrink.errors import RecshrinkError
+
+    torch.set_num_threads(1)
+    first = run_recipe(parse_recipe(json.loads(json.dumps(TINY))), tmp_path / "run", progress=False)
+    raw = json.loads(json.dumps(TINY))
+    raw["baselines"], raw["students"] = [], []
+    student_dir = str(tmp_path / "run" / "students" / "g_kd")
+    raw["search"] = {"students": [student_dir], "prune_ratios": [0.0], "quantize": ["none", "dynamic"],
+                     "max_drop": 0.99, "budget_s": 0.02}  # fmt: skip
+    s = run_recipe(parse_recipe(raw), tmp_path / "search", progress=False)["search"]
+    assert [t["id"] for t in s["trials"]] == ["g_kd-p0-none", "g_kd-p0-dynamic"]
+    none = s["trials"][0]
+    assert none["ndcg@10"] == pytest.approx(first["models"]["g_kd"]["metrics"]["ndcg@10"], abs=1e-4)
+    assert none["steps"][0]["type"] == "distill"  # the student's own steps, as it was made
+    assert not (tmp_path / "search" / "search" / "students").exists()  # nothing distilled
+    raw["search"]["students"] = [str(tmp_path / "missing" / "dir")]
+    with pytest.raises(RecshrinkError, match="search.students.0"):
+        run_recipe(parse_recipe(raw), tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()
+    raw["search"]["students"] = ["nonsense"]
+    with pytest.raises(Exception, match="neither a model builder"):
+        parse_recipe(raw)

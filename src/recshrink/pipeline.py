@@ -617,6 +617,9 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True,
     Returns:
         The report.
     """
+    for i, name in enumerate(recipe.search.students if recipe.search else []):
+        if "/" in name and not (Path(name) / "config.json").is_file():
+            raise RecshrinkError(f"search.students.{i}: {name}: not a trained model directory")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -1,6 +1,7 @@
 """Accuracy-gated search: the fastest (or smallest) compressed student within a quality budget.
 
-Trials are the grid of student architectures (in the order given) x prune ratios (largest
+Trials are the grid of students (builder names, distilled here, or directories of students
+trained earlier, taken as they are; in the order given) x prune ratios (largest
 first) x quantization (row-wise INT8/INT4 item table, or ONNX Runtime dynamic INT8 of the
 exported graph, scoring MatMul included), tried until the trial or time budget runs out. Each
 trial is distilled from the teacher (shared between trials of the same student through the
@@ -50,8 +51,10 @@ class SearchSpec(BaseModel):
         from recshrink.models import builder_names
 
         for i, s in enumerate(self.students):
-            if s not in builder_names():
-                raise ValueError(f"students.{i}: unknown model {s!r}")
+            if s not in builder_names() and "/" not in s:
+                raise ValueError(f"students.{i}: {s!r} is neither a model builder "
+                                 f"({', '.join(builder_names())}) nor a trained student's "
+                                 "directory (a path with a /)")
         for i, r in enumerate(self.prune_ratios):
             if not 0.0 <= r < 1.0:
                 raise ValueError(f"prune_ratios.{i}: {r} is not in [0, 1)")
@@ -86,7 +89,16 @@ def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teache
         if spec.max_minutes and time.perf_counter() - t0 > spec.max_minutes * 60:
             message = f"stopped after {spec.max_minutes} minutes (max_minutes)"
             break
-        tid = f"{name}-p{int(round(ratio * 100))}-{quant}"
+        label = Path(name).name
+        tid = f"{label}-p{int(round(ratio * 100))}-{quant}"
+        if name not in students and "/" in name:  # a trained student, taken as it is
+            from recshrink.pipeline import check_compatible
+            from recshrink.train.trainer import state_digest
+
+            model, meta = load_model(name)
+            check_compatible(model, data, name)
+            key = manifests.key("search-loaded", state_digest(model))
+            students[name] = (model, key, meta.steps or [{"type": "loaded", "path": name}])
         if name not in students:  # distil each student once (manifests reuse earlier runs)
             from recshrink.pipeline import distill_student
 
@@ -106,14 +118,14 @@ def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teache
         model, key, steps = students[name]
         if ratio > 0:
             pkey = manifests.key("search-prune", [ratio, str(spec.prune_train)], key)
-            where = root / "pruned" / f"{name}-p{int(round(ratio * 100))}"
+            where = root / "pruned" / f"{label}-p{int(round(ratio * 100))}"
             hit = manifests.hit("prune", where, pkey)
             pcfg = PruneConfig(ratio=ratio, importance="taylor", recover="distill")
             if hit:
                 model = load_model(where)[0]
             else:
                 ts = time.perf_counter()
-                model, _ = prune_model(model, name, steps, pcfg, data, split, where,
+                model, _ = prune_model(model, label, steps, pcfg, data, split, where,
                                        train_cfg=spec.prune_train, distill_cfg=spec.distill,
                                        cache_dir=out / "cache", progress=progress)  # fmt: skip
                 manifests.record("prune", where, pkey, time.perf_counter() - ts, {})
@@ -123,7 +135,7 @@ def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teache
             model = quantize_item_table(copy.deepcopy(model), cfg)
             steps = [*steps, cfg.step()]
         path = root / "trials" / f"{tid}.onnx"
-        trial = {"id": tid, "student": name, "prune_ratio": ratio, "quantize": quant,
+        trial = {"id": tid, "student": label, "prune_ratio": ratio, "quantize": quant,
                  "params": model.num_params(), "steps": steps}  # fmt: skip
         try:
             fp32 = path.with_suffix(".fp32.onnx") if quant == "dynamic" else path
