@@ -6,7 +6,7 @@ import torch
 
 from recshrink.compress.distill import (
     DistillConfig, alignment, build_teacher_cache, cache_batch_hook, distill,
-    init_items_from_teacher, kd_kl, rank_weights, ranking_kd,
+    init_items_from_teacher, kd_kl, rank_weights, ranking_kd, tail_bias,
 )  # fmt: skip
 from recshrink.data.split import bucket_batches, leave_one_out, training_pairs
 from recshrink.data.synthetic import SyntheticConfig, synthetic
@@ -23,13 +23,39 @@ def test_kd_kl_by_hand():
     # temperature 2: teacher probs from [log3/2, 0], scaled by T^2 = 4
     pt = torch.softmax(torch.tensor([math.log(3.0) / 2, 0.0]), 0)
     expected2 = 4 * float((pt * (pt.log() - math.log(0.5))).sum())
-    assert math.isclose(kd_kl(s, t, 2.0).item(), expected2, rel_tol=1e-6)
+    assert math.isclose(kd_kl(s, t, 2.0).item(), expected2, rel_tol=1e-5)  # float32
     # an excluded (-inf) teacher candidate adds nothing
     s3 = torch.tensor([[0.0, 0.0, 5.0]])
     t3 = torch.tensor([[math.log(3.0), 0.0, float("-inf")]])
     ps = torch.softmax(s3[0], 0)
     expected3 = 0.75 * math.log(0.75 / ps[0]) + 0.25 * math.log(0.25 / ps[1])
     assert math.isclose(kd_kl(s3, t3, 1.0).item(), expected3, rel_tol=1e-5)
+
+
+def test_tail_bias_by_hand():
+    # N = 6, row top-M = {1, 2}; negatives 2 (one of the row's top items: dropped), 3, 3, 5
+    bias = tail_bias(torch.tensor([[1, 2], [4, 6]]), torch.tensor([2, 3, 3, 5]), 6)
+    w = math.log(4 / 3)  # each of the 3 kept negatives stands for (6 - 2) / 3 items
+    assert bias[0, 0].item() == -1e9
+    assert torch.allclose(bias[0, 1:], torch.full((3,), w))
+    assert torch.allclose(bias[1], torch.full((4,), math.log(4 / 4)))  # nothing dropped
+
+
+def test_weighted_tail_kd_equals_full_catalogue_kd_on_a_flat_tail():
+    # items outside the top-M share one logit: the weighted subset KL is the full KL exactly
+    n, m, t = 50, 3, 2.0
+    top = torch.tensor([[7, 1, 30]])
+    tl, sl = torch.full((1, n), -1.0), torch.full((1, n), 0.5)  # [1, N] items 1..N
+    tl[0, top[0] - 1], sl[0, top[0] - 1] = torch.tensor([2.0, 1.5, 0.0]), torch.tensor([0.3, 1.0, -0.2])
+    full = kd_kl(sl, tl, t)
+    negs = torch.tensor([5, 1, 12, 12, 44, 30])  # two of them are top items
+    bias = t * tail_bias(top, negs, n)
+    sub_s = torch.cat([sl[:, top[0] - 1], sl[:, negs - 1] + bias], -1)
+    sub_t = torch.cat([tl[:, top[0] - 1], tl[:, negs - 1] + bias], -1)
+    assert math.isclose(kd_kl(sub_s, sub_t, t).item(), full.item(), rel_tol=1e-5)
+    plain = kd_kl(torch.cat([sl[:, top[0] - 1], sl[:, negs - 1]], -1),
+                  torch.cat([tl[:, top[0] - 1], tl[:, negs - 1]], -1), t)
+    assert abs(plain.item() - full.item()) > 0.05  # counting each negative once is biased
 
 
 def test_ranking_kd_by_hand():

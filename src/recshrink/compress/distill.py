@@ -54,6 +54,10 @@ class DistillConfig:
         kd_scope: ``"topm"`` (teacher top-M + shared negatives) or ``"full"`` (all items).
         top_m: Teacher items cached per position.
         kd_negatives: Shared negatives per batch for ``"topm"`` KD and ranking KD.
+        kd_tail: How ``"topm"`` KD counts the sampled negatives: ``"plain"`` (each once) or
+            ``"weighted"`` (each stands for ``(N - M) / S`` items of the catalogue outside the
+            teacher's top-M, and a negative that is one of the row's top-M items is dropped), so
+            the softmax over the subset estimates the full-catalogue softmax.
         rank_weight: Weight of ranking distillation.
         rank_k: Teacher top-K items used as weighted positives.
         rank_lambda: Position-weight decay: weight of rank r is ``exp(-r / rank_lambda)``.
@@ -73,6 +77,7 @@ class DistillConfig:
     kd_scope: Literal["topm", "full"] = "topm"
     top_m: int = Field(100, ge=1)
     kd_negatives: int = Field(1024, ge=1)
+    kd_tail: Literal["plain", "weighted"] = "plain"
     rank_weight: float = Field(0.0, ge=0)
     rank_k: int = Field(10, ge=1)
     rank_lambda: float = Field(5.0, gt=0)
@@ -110,6 +115,34 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) 
     pt = log_pt.exp()
     term = torch.where(pt > 0, pt * (log_pt - log_ps), torch.zeros_like(pt))
     return term.sum(-1).mean() * t * t
+
+
+def tail_bias(t_ids: torch.Tensor, negs: torch.Tensor, num_items: int) -> torch.Tensor:
+    """Log-weights ``[P, S]`` that turn top-M + sampled-negative logits into an estimate of the
+    full-catalogue softmax (add ``T * bias`` to the negatives' logits before dividing by T).
+
+    Each uniform negative of row p stands for ``(N - M) / S_p`` items outside the row's top-M
+    (``S_p``: negatives that are not among them); a negative that is one of the row's top-M
+    items gets ``-1e9`` (dropped: it is already counted).
+
+    Args:
+        t_ids: ``[P, M]`` teacher top-M item ids per position.
+        negs: ``[S]`` shared negatives (uniform over 1..N, with replacement).
+        num_items: Catalogue size N.
+    """
+    p, m = t_ids.shape
+    uniq, inv = torch.unique(negs, return_inverse=True)  # [U], [S]
+    lookup = torch.full((num_items + 1,), -1, dtype=torch.long, device=negs.device)
+    lookup[uniq] = torch.arange(len(uniq), device=negs.device)
+    col = lookup[t_ids]  # [P, M] column of each top item among the unique negatives, or -1
+    hit = col >= 0
+    rows = torch.arange(p, device=negs.device).unsqueeze(1).expand(p, m)  # [P, M]
+    clash = torch.zeros(p, len(uniq), dtype=torch.bool, device=negs.device)
+    clash[rows[hit], col[hit]] = True
+    clash = clash[:, inv]  # [P, S]
+    kept = (~clash).sum(1).clamp_min(1).float()  # [P]
+    logw = torch.log(max(num_items - m, 1) / kept).unsqueeze(1)  # [P, 1]
+    return torch.where(clash, torch.full_like(clash, -1e9, dtype=torch.float), logw)
 
 
 def rank_weights(k: int, lam: float, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -283,7 +316,11 @@ class DistillLoss(nn.Module):
             else:
                 s_top = torch.einsum("pd,pmd->pm", hs, table[t_ids])  # [P, M]
                 t_neg = batch["t_vec"] @ self.teacher_table[negs].t()  # [P, S]
-                s_all = torch.cat([s_top, s_neg], dim=-1)
+                s_kd_neg = s_neg
+                if c.kd_tail == "weighted":
+                    bias = c.temperature * tail_bias(t_ids, negs, model.num_items)  # [P, S]
+                    s_kd_neg, t_neg = s_neg + bias, t_neg + bias
+                s_all = torch.cat([s_top, s_kd_neg], dim=-1)
                 t_all = torch.cat([batch["t_logits"], t_neg], dim=-1)
             loss = loss + c.kd_weight * kd_kl(s_all, t_all, c.temperature)
         if c.rank_weight > 0:
@@ -371,6 +408,7 @@ def distill(
 
 __all__ = [
     "DistillConfig", "DistillLoss", "alignment", "build_teacher_cache", "cache_batch_hook",
-    "distill", "init_items_from_teacher", "kd_kl", "rank_weights", "ranking_kd", "teacher_cache",
+    "distill", "init_items_from_teacher", "kd_kl", "rank_weights", "ranking_kd", "tail_bias",
+    "teacher_cache",
     "window_offsets",
 ]  # fmt: skip
