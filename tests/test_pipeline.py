@@ -222,9 +222,14 @@ def test_parallel_jobs_give_the_sequential_results(tmp_path):
     raw["baselines"].append({"name": "c_alone", "model": "cnn", "args": {"dim": 8},
                              "train": {"epochs": 2, "batch_size": 32, "num_negatives": 16,
                                        "threads": 1}})  # fmt: skip
+    raw["prune"] = [{"name": "g_p50", "model": "g_kd", "config": {"ratio": 0.5, "recover": "distill"},
+                     "train": {"epochs": 2, "batch_size": 32, "num_negatives": 16, "threads": 1},
+                     "distill": {"top_m": 10, "kd_negatives": 16}}]  # fmt: skip
     seq = run_recipe(parse_recipe(raw), tmp_path / "seq", progress=False)
     par = run_recipe(parse_recipe({**raw, "jobs": 2}), tmp_path / "par", progress=False)
-    assert list(par["models"]) == list(seq["models"]) == ["t", "g_alone", "c_alone", "g_kd"]
+    assert list(par["models"]) == list(seq["models"]) == ["t", "g_alone", "c_alone", "g_kd", "g_p50"]
+    assert par["models"]["g_p50"]["steps"] == seq["models"]["g_p50"]["steps"]
+    assert par["models"]["g_p50"]["params"] == seq["models"]["g_p50"]["params"] < par["models"]["g_kd"]["params"]
     for name, entry in seq["models"].items():
         assert par["models"][name]["metrics"] == entry["metrics"]
         assert par["models"][name].get("vs_baseline") == entry.get("vs_baseline")

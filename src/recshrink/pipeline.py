@@ -392,6 +392,18 @@ def _agreement(model: SeqRecModel, teacher: SeqRecModel, split: Split, batch: in
 STAGES = ("teacher", "baselines", "students", "prune", "quantize", "export", "benchmark")
 
 
+def _without_later_defaults(obj):
+    """``obj`` (JSON-like) without options added later at their earlier-behaviour value."""
+    from recshrink.compress.distill import LATER_DEFAULTS
+
+    if isinstance(obj, dict):
+        return {k: _without_later_defaults(v) for k, v in obj.items()
+                if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}  # fmt: skip
+    if isinstance(obj, (list, tuple)):
+        return [_without_later_defaults(v) for v in obj]
+    return obj
+
+
 class Manifests:
     """Per-artifact ``manifest.json``: the stage, a hash of its config and inputs, the recshrink
     version, its timing and its report entry. A re-run skips an artifact whose manifest matches
@@ -409,8 +421,8 @@ class Manifests:
         import hashlib
         import json
 
-        blob = json.dumps([stage, config, self.fingerprint, __version__, *parents],
-                          sort_keys=True, default=str)  # fmt: skip
+        blob = json.dumps([stage, _without_later_defaults(config), self.fingerprint,
+                           __version__, *parents], sort_keys=True, default=str)  # fmt: skip
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     def hit(self, stage: str, where: Path, key: str) -> dict | None:
@@ -506,6 +518,21 @@ def _finish_job(recipe: Recipe, role: str, spec: ModelSpec, where: Path, trained
     check_gates(recipe, report)
 
 
+def _model_dirs(recipe: Recipe, out: Path) -> dict[str, Path]:
+    """Where each model of the training and prune stages is written."""
+    dirs = {recipe.teacher.label: out / "teacher"}
+    dirs.update({b.label: out / "baselines" / b.label for b in recipe.baselines})
+    dirs.update({s.label: out / "students" / s.label for s in recipe.students})
+    dirs.update({j.name: out / "pruned" / j.name for j in recipe.prune})
+    return dirs
+
+
+def _report_steps(steps: list[dict]) -> list[dict]:
+    """A saved model's steps as the report lists them (a distill step without its config)."""
+    return [{k: v for k, v in st.items() if k != "config"} if st.get("type") == "distill" else st
+            for st in steps]  # fmt: skip
+
+
 def _worker_init() -> None:
     """In a training worker: exit when the recipe's process dies (killed runs leave no orphan
     still writing checkpoints that a re-run resumes from)."""
@@ -528,6 +555,16 @@ def _worker_train(recipe: Recipe, role: str, label: str, where: str, out: str,
     """A training worker's job: one model into ``where``; returns its summary and seconds."""
     t0 = time.perf_counter()
     torch.set_num_threads(threads)
+    if role == "prune":  # the pruning and its recoveries; the pipeline's prune stage resumes them
+        job = next(j for j in recipe.prune if j.name == label)
+        parent, meta = load_model(_model_dirs(recipe, Path(out))[job.model])
+        data = load_dataset(recipe.data)
+        split = leave_one_out(data, recipe.data.max_len, recipe.data.shift_window)
+        train = job.train if job.train.threads else dataclasses.replace(job.train, threads=threads)
+        _, summary = prune_model(parent, job.model, _report_steps(meta.steps), job.config, data,
+                                 split, Path(where), train_cfg=train, distill_cfg=job.distill,
+                                 cache_dir=Path(out) / "cache", progress=False)  # fmt: skip
+        return summary, time.perf_counter() - t0
     specs = {s.label: s for s in [recipe.teacher, *recipe.baselines, *recipe.students]}
     spec = specs[label]
     if spec.train.threads is None:
@@ -541,25 +578,37 @@ def _worker_train(recipe: Recipe, role: str, label: str, where: str, out: str,
 
 
 def _train_parallel(recipe: Recipe, jobs: list, todo: list, out: Path, finish,
-                    progress: bool) -> None:  # fmt: skip
+                    progress: bool, prunes: list | None = None) -> None:  # fmt: skip
     """Train ``todo`` in ``recipe.jobs`` worker processes, scoring results in recipe order.
 
-    The teacher and the baselines start at once, the students as soon as the teacher is scored;
-    a free worker takes the teacher first, then a student, then a baseline. Each worker uses the
-    spec's ``train.threads`` or an equal share of the CPU cores.
+    The teacher and the baselines start at once, the students as soon as the teacher is scored,
+    each of ``prunes`` (prune jobs without a matching manifest) as soon as its parent is trained;
+    a free worker takes the teacher first, then a student, a baseline, a pruning. Each worker
+    uses the spec's ``train.threads`` or an equal share of the CPU cores. Prunings are only run
+    here (their work directories filled); the prune stage then resumes and scores them.
     """
     import multiprocessing as mp
     import os
     import sys
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    workers = min(recipe.jobs, len(todo))
+    prunes = prunes or []
+    workers = min(recipe.jobs, len(todo) + len(prunes))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    order = {"teacher": 0, "student": 1, "baseline": 2}
-    queue = sorted(todo, key=lambda j: order[j[0]])  # stable: recipe order within a role
+    order = {"teacher": 0, "student": 1, "baseline": 2, "prune": 3}
+    queue = sorted(todo + prunes, key=lambda j: order[j[0]])  # stable: recipe order within a role
+    label = {id(j): (j[1].name if j[0] == "prune" else j[1].label) for j in queue}
     done: dict[str, tuple[dict, float]] = {}
     running: dict = {}
+    pending = set(label.values())
     teacher_ready = not any(role == "teacher" for role, _, _ in todo)
+
+    def ready(job: tuple) -> bool:
+        if job[0] == "student":
+            return teacher_ready
+        if job[0] == "prune":  # its parent trained, here or earlier
+            return job[1].model not in pending or job[1].model in done
+        return True
 
     def say(msg: str) -> None:
         if progress:
@@ -568,34 +617,37 @@ def _train_parallel(recipe: Recipe, jobs: list, todo: list, out: Path, finish,
     pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
     try:
         nxt = 0
-        while nxt < len(jobs):
-            role, spec, where = jobs[nxt]
-            if spec.label in done or not any(spec.label == s.label for _, s, _ in todo):
-                trained = None
-                if spec.label in done:
-                    summary, seconds = done.pop(spec.label)
-                    trained = (load_model(where)[0], summary, seconds)
-                finish(role, spec, where, trained)
-                teacher_ready = teacher_ready or role == "teacher"
-                nxt += 1
-                continue
+        while nxt < len(jobs) or running or queue:
+            if nxt < len(jobs):  # score finished models in recipe order
+                role, spec, where = jobs[nxt]
+                if spec.label in done or spec.label not in pending:
+                    trained = None
+                    if spec.label in done:
+                        summary, seconds = done[spec.label]
+                        trained = (load_model(where)[0], summary, seconds)
+                    finish(role, spec, where, trained)
+                    teacher_ready = teacher_ready or role == "teacher"
+                    nxt += 1
+                    continue
             while len(running) < workers:
-                ready = [j for j in queue if j[0] != "student" or teacher_ready]
-                if not ready:
+                job = next((j for j in queue if ready(j)), None)
+                if job is None:
                     break
-                job = ready[0]
                 queue.remove(job)
-                threads_of = job[1].train.threads or threads
-                say(f"{job[1].label}: {job[0]} started ({threads_of} thread(s))")
-                fut = pool.submit(_worker_train, recipe, job[0], job[1].label, str(job[2]),
+                spec = job[1]
+                threads_of = spec.train.threads or threads
+                say(f"{label[id(job)]}: {job[0]} started ({threads_of} thread(s))")
+                fut = pool.submit(_worker_train, recipe, job[0], label[id(job)], str(job[2]),
                                   str(out), threads_of)  # fmt: skip
                 running[fut] = job
+            if not running:
+                raise RuntimeError("job scheduler stalled")  # a bug, not a user error
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in finished:
                 job = running.pop(fut)
                 summary, seconds = fut.result()  # a worker's error is raised here
-                say(f"{job[1].label}: trained in {seconds / 60:.1f} min")
-                done[job[1].label] = (summary, seconds)
+                say(f"{label[id(job)]}: {job[0]} done in {seconds / 60:.1f} min")
+                done[label[id(job)]] = (summary, seconds)
     except BaseException:  # an error or an interrupt: no worker keeps training
         procs = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
@@ -660,8 +712,14 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True,
                     data, split, out, report, made, manifests, state)  # fmt: skip
 
     todo = [(role, spec, where) for role, spec, where in jobs if not hits[spec.label]]
-    if recipe.jobs > 1 and len(todo) > 1:
-        _train_parallel(recipe, jobs, todo, out, finish, progress)
+    prunes = []
+    for job in recipe.prune:  # prune-stage keys as _compress_stages computes them
+        key = manifests.key("prune", job.model_dump(mode="json"), keys[job.model])
+        keys[job.name] = key
+        if not manifests.hit("prune", out / "pruned" / job.name, key):
+            prunes.append(("prune", job, out / "pruned" / job.name))
+    if recipe.jobs > 1 and len(todo) + len(prunes) > 1:
+        _train_parallel(recipe, jobs, todo, out, finish, progress, prunes)
     else:
         for role, spec, where in jobs:
             trained = None

@@ -78,6 +78,13 @@ def test_early_stopping_and_budget(tiny, tmp_path):
     res = fit(model, split, TrainConfig(epochs=50, max_minutes=1e-6, num_negatives=8),
               tmp_path / "b", progress=False)
     assert res.epochs == 1
+    # called again with the same budget, a run that ended on it stays ended; a larger one goes on
+    again = fit(model, split, TrainConfig(epochs=50, max_minutes=1e-6, num_negatives=8),
+                tmp_path / "b", progress=False)
+    assert again.epochs == 1 and again.resumed_from == 1
+    more = fit(model, split, TrainConfig(epochs=50, max_minutes=2e-6, num_negatives=8),
+               tmp_path / "b", progress=False)
+    assert more.epochs == 2
 
 
 def test_ddp_two_processes_identical_weights(tmp_path):

@@ -117,6 +117,19 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) 
     return term.sum(-1).mean() * t * t
 
 
+# Options added after runs were made, at the value that reproduces the earlier behaviour: left
+# out of resume and manifest keys, so runs made before the option existed still resume.
+LATER_DEFAULTS = {"kd_tail": "plain"}
+
+
+def config_key(cfg: DistillConfig) -> str:
+    """``repr(cfg)`` without the :data:`LATER_DEFAULTS` options at their default."""
+    text = repr(cfg)
+    for name, value in LATER_DEFAULTS.items():
+        text = text.replace(f", {name}={value!r}", "")
+    return text
+
+
 def tail_bias(t_ids: torch.Tensor, negs: torch.Tensor, num_items: int) -> torch.Tensor:
     """Log-weights ``[P, S]`` that turn top-M + sampled-negative logits into an estimate of the
     full-catalogue softmax (add ``T * bias`` to the negatives' logits before dividing by T).
@@ -398,7 +411,7 @@ def distill(
     loss = DistillLoss(cfg, train_cfg, teacher.item_table(), student.dim,
                        item_popularity(split.train, student.num_items))  # fmt: skip
     hook = cache_batch_hook(cache, student.num_items, cfg.kd_negatives)
-    key = f"distill|{run_key}|{state_digest(teacher)}|{cfg}"
+    key = f"distill|{run_key}|{state_digest(teacher)}|{config_key(cfg)}"
     result = fit(student, split, train_cfg, work_dir, item_attrs=item_attrs, loss_fn=loss,
                  batch_hook=hook, run_key=key, progress=progress, desc=desc)  # fmt: skip
     summary = {"losses": cfg.losses(), "cache_reused": reused,
@@ -407,7 +420,7 @@ def distill(
 
 
 __all__ = [
-    "DistillConfig", "DistillLoss", "alignment", "build_teacher_cache", "cache_batch_hook",
+    "DistillConfig", "DistillLoss", "LATER_DEFAULTS", "alignment", "config_key", "build_teacher_cache", "cache_batch_hook",
     "distill", "init_items_from_teacher", "kd_kl", "rank_weights", "ranking_kd", "tail_bias",
     "teacher_cache",
     "window_offsets",

@@ -217,6 +217,7 @@ def fit(
 
     start, best, best_epoch, bad, history = 0, -1.0, 0, 0, []
     before = 0.0  # seconds spent by earlier calls of a resumed run
+    budget_stop = None  # the max_minutes a finished run stopped on
     best_valid: dict = {}
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     torch.manual_seed(cfg.seed)
@@ -234,6 +235,7 @@ def fit(
             history = json.loads(state["history"])
             best_valid = json.loads(state["best_valid"])
             before = float(state.get("elapsed", 0.0))
+            budget_stop = state.get("budget_stop")
             torch.set_rng_state(state["rng"])
             if best_path.exists():
                 best_state = {k: v.to(device) for k, v in load_file(str(best_path)).items()}
@@ -249,7 +251,9 @@ def fit(
         )
 
     t0 = time.perf_counter()
-    done = bad >= cfg.patience or start >= cfg.epochs
+    # a run that ended on its time budget stays ended when called again with the same budget
+    done = bad >= cfg.patience or start >= cfg.epochs or (
+        budget_stop is not None and float(budget_stop) == float(cfg.max_minutes or -1))
     hide = None if progress and rank == 0 else True  # None: tqdm turns itself off without a TTY
     bar = tqdm(total=cfg.epochs, initial=start, desc=desc, disable=hide,
                leave=False, dynamic_ncols=True)  # fmt: skip
@@ -308,6 +312,7 @@ def fit(
                     "history": json.dumps(history), "best_valid": json.dumps(best_valid),
                     "rng": torch.get_rng_state(),
                     "elapsed": before + time.perf_counter() - t0,
+                    **({"budget_stop": float(cfg.max_minutes)} if out_of_time else {}),
                 },
                 state_path,
             )  # fmt: skip
