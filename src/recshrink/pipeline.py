@@ -618,18 +618,7 @@ def _train_parallel(recipe: Recipe, jobs: list, todo: list, out: Path, finish,
     try:
         nxt = 0
         while nxt < len(jobs) or running or queue:
-            if nxt < len(jobs):  # score finished models in recipe order
-                role, spec, where = jobs[nxt]
-                if spec.label in done or spec.label not in pending:
-                    trained = None
-                    if spec.label in done:
-                        summary, seconds = done[spec.label]
-                        trained = (load_model(where)[0], summary, seconds)
-                    finish(role, spec, where, trained)
-                    teacher_ready = teacher_ready or role == "teacher"
-                    nxt += 1
-                    continue
-            while len(running) < workers:
+            while len(running) < workers:  # first keep the workers busy
                 job = next((j for j in queue if ready(j)), None)
                 if job is None:
                     break
@@ -640,6 +629,17 @@ def _train_parallel(recipe: Recipe, jobs: list, todo: list, out: Path, finish,
                 fut = pool.submit(_worker_train, recipe, job[0], label[id(job)], str(job[2]),
                                   str(out), threads_of)  # fmt: skip
                 running[fut] = job
+            if nxt < len(jobs):  # then score finished models, in recipe order
+                role, spec, where = jobs[nxt]
+                if spec.label in done or spec.label not in pending:
+                    trained = None
+                    if spec.label in done:
+                        summary, seconds = done[spec.label]
+                        trained = (load_model(where)[0], summary, seconds)
+                    finish(role, spec, where, trained)
+                    teacher_ready = teacher_ready or role == "teacher"
+                    nxt += 1
+                    continue
             if not running:
                 raise RuntimeError("job scheduler stalled")  # a bug, not a user error
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
