@@ -30,6 +30,7 @@ def _builders() -> dict[str, Callable[..., SeqRecModel]]:
         "sasrec_large": sasrec_large,
         "gru_small": partial(gru, dim=64),
         "gru_tiny": partial(gru, dim=32),
+        "gru_wide": partial(gru, dim=64, hidden=128),  # d64 table, 128-unit state projected
         "lstm_small": partial(lstm, dim=64),
         "lstm_2layer": partial(lstm, dim=64, layers=2),
         "cnn_small": partial(nextitnet, dim=64),
