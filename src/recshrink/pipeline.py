@@ -21,7 +21,7 @@ from recshrink.metrics import topk_overlap
 from recshrink.models import build_model
 from recshrink.models.base import SeqRecModel
 from recshrink.models.io import artifact_bytes, load_model, save_model
-from recshrink.compress.distill import DistillConfig, distill
+from recshrink.compress.distill import DistillConfig, distill, without_later_defaults
 from recshrink.compress.prune import PruneConfig
 from recshrink.recipe import DataSpec, EvalSpec, ModelSpec, Recipe, StudentSpec
 from recshrink.train.evaluate import evaluate, model_scorer
@@ -392,18 +392,6 @@ def _agreement(model: SeqRecModel, teacher: SeqRecModel, split: Split, batch: in
 STAGES = ("teacher", "baselines", "students", "prune", "quantize", "export", "benchmark")
 
 
-def _without_later_defaults(obj):
-    """``obj`` (JSON-like) without options added later at their earlier-behaviour value."""
-    from recshrink.compress.distill import LATER_DEFAULTS
-
-    if isinstance(obj, dict):
-        return {k: _without_later_defaults(v) for k, v in obj.items()
-                if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}  # fmt: skip
-    if isinstance(obj, (list, tuple)):
-        return [_without_later_defaults(v) for v in obj]
-    return obj
-
-
 class Manifests:
     """Per-artifact ``manifest.json``: the stage, a hash of its config and inputs, the recshrink
     version, its timing and its report entry. A re-run skips an artifact whose manifest matches
@@ -421,7 +409,7 @@ class Manifests:
         import hashlib
         import json
 
-        blob = json.dumps([stage, _without_later_defaults(config), self.fingerprint,
+        blob = json.dumps([stage, without_later_defaults(config), self.fingerprint,
                            __version__, *parents], sort_keys=True, default=str)  # fmt: skip
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -555,11 +543,12 @@ def _worker_train(recipe: Recipe, role: str, label: str, where: str, out: str,
     """A training worker's job: one model into ``where``; returns its summary and seconds."""
     t0 = time.perf_counter()
     torch.set_num_threads(threads)
+    dirs = _model_dirs(recipe, Path(out))
+    data = load_dataset(recipe.data)
+    split = leave_one_out(data, recipe.data.max_len, recipe.data.shift_window)
     if role == "prune":  # the pruning and its recoveries; the pipeline's prune stage resumes them
         job = next(j for j in recipe.prune if j.name == label)
-        parent, meta = load_model(_model_dirs(recipe, Path(out))[job.model])
-        data = load_dataset(recipe.data)
-        split = leave_one_out(data, recipe.data.max_len, recipe.data.shift_window)
+        parent, meta = load_model(dirs[job.model])
         train = job.train if job.train.threads else dataclasses.replace(job.train, threads=threads)
         _, summary = prune_model(parent, job.model, _report_steps(meta.steps), job.config, data,
                                  split, Path(where), train_cfg=train, distill_cfg=job.distill,
@@ -569,9 +558,7 @@ def _worker_train(recipe: Recipe, role: str, label: str, where: str, out: str,
     spec = specs[label]
     if spec.train.threads is None:
         spec = spec.model_copy(update={"train": dataclasses.replace(spec.train, threads=threads)})
-    data = load_dataset(recipe.data)
-    split = leave_one_out(data, recipe.data.max_len, recipe.data.shift_window)
-    teacher = load_model(Path(out) / "teacher")[0] if role == "student" else None
+    teacher = load_model(dirs[recipe.teacher.label])[0] if role == "student" else None
     _, summary = _train_job(recipe, role, spec, Path(where), data, split, Path(out), teacher,
                             progress=False)  # fmt: skip
     return summary, time.perf_counter() - t0
@@ -597,10 +584,12 @@ def _train_parallel(recipe: Recipe, jobs: list, todo: list, out: Path, finish,
     threads = max(1, (os.cpu_count() or 1) // workers)
     order = {"teacher": 0, "student": 1, "baseline": 2, "prune": 3}
     queue = sorted(todo + prunes, key=lambda j: order[j[0]])  # stable: recipe order within a role
-    label = {id(j): (j[1].name if j[0] == "prune" else j[1].label) for j in queue}
+    def label(job: tuple) -> str:
+        return job[1].name if job[0] == "prune" else job[1].label
+
     done: dict[str, tuple[dict, float]] = {}
     running: dict = {}
-    pending = set(label.values())
+    pending = {label(j) for j in queue}
     teacher_ready = not any(role == "teacher" for role, _, _ in todo)
 
     def ready(job: tuple) -> bool:
@@ -625,8 +614,8 @@ def _train_parallel(recipe: Recipe, jobs: list, todo: list, out: Path, finish,
                 queue.remove(job)
                 spec = job[1]
                 threads_of = spec.train.threads or threads
-                say(f"{label[id(job)]}: {job[0]} started ({threads_of} thread(s))")
-                fut = pool.submit(_worker_train, recipe, job[0], label[id(job)], str(job[2]),
+                say(f"{label(job)}: {job[0]} started ({threads_of} thread(s))")
+                fut = pool.submit(_worker_train, recipe, job[0], label(job), str(job[2]),
                                   str(out), threads_of)  # fmt: skip
                 running[fut] = job
             if nxt < len(jobs):  # then score finished models, in recipe order
@@ -646,8 +635,8 @@ def _train_parallel(recipe: Recipe, jobs: list, todo: list, out: Path, finish,
             for fut in finished:
                 job = running.pop(fut)
                 summary, seconds = fut.result()  # a worker's error is raised here
-                say(f"{label[id(job)]}: {job[0]} done in {seconds / 60:.1f} min")
-                done[label[id(job)]] = (summary, seconds)
+                say(f"{label(job)}: {job[0]} done in {seconds / 60:.1f} min")
+                done[label(job)] = (summary, seconds)
     except BaseException:  # an error or an interrupt: no worker keeps training
         procs = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
@@ -693,10 +682,10 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True,
         "teacher": recipe.teacher.label,
         "models": {},
     }
-    jobs = [("teacher", recipe.teacher, out / "teacher")] + [
-        ("baseline", b, out / "baselines" / b.label) for b in recipe.baselines
-    ]
-    jobs += [("student", s, out / "students" / s.label) for s in recipe.students]
+    dirs = _model_dirs(recipe, out)
+    jobs = [("teacher", recipe.teacher), *(("baseline", b) for b in recipe.baselines),
+            *(("student", s) for s in recipe.students)]  # fmt: skip
+    jobs = [(role, spec, dirs[spec.label]) for role, spec in jobs]
     made: dict[str, tuple[SeqRecModel, Path, list[dict]]] = {}
     manifests = Manifests(data.fingerprint(), from_stage)
     keys: dict[str, str] = {}
@@ -713,11 +702,11 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True,
 
     todo = [(role, spec, where) for role, spec, where in jobs if not hits[spec.label]]
     prunes = []
-    for job in recipe.prune:  # prune-stage keys as _compress_stages computes them
+    for job in recipe.prune:  # the prune stage's keys (used again by _compress_stages)
         key = manifests.key("prune", job.model_dump(mode="json"), keys[job.model])
         keys[job.name] = key
-        if not manifests.hit("prune", out / "pruned" / job.name, key):
-            prunes.append(("prune", job, out / "pruned" / job.name))
+        if not manifests.hit("prune", dirs[job.name], key):
+            prunes.append(("prune", job, dirs[job.name]))
     if recipe.jobs > 1 and len(todo) + len(prunes) > 1:
         _train_parallel(recipe, jobs, todo, out, finish, progress, prunes)
     else:
@@ -767,13 +756,14 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
 
     from recshrink.compress.quantize import OnnxQuantConfig, RowwiseConfig, quantize_item_table
     from recshrink.export.onnx import OnnxExportConfig
+    from recshrink.export.runtime import sidecar_path
 
     ev = recipe.evaluate
     teacher_ndcg = report["models"][recipe.teacher.label]["metrics"]["ndcg@10"]
-    for job in recipe.prune:
+    dirs = _model_dirs(recipe, out)
+    for job in recipe.prune:  # keys computed by run_recipe; prunings may have run in workers
         parent, _, psteps = made[job.model]
-        where = out / "pruned" / job.name
-        key = keys[job.name] = manifests.key("prune", job.model_dump(mode="json"), keys[job.model])
+        where, key = dirs[job.name], keys[job.name]
         if _reuse(manifests.hit("prune", where, key), job.name, where, report, made, recipe):
             continue
         t_stage = time.perf_counter()
@@ -823,8 +813,7 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
             for mode in recipe.export.quantize:
                 qpath = out / "export" / f"{name}.{mode}.onnx"
                 res = quantize_file(path, qpath, OnnxQuantConfig(mode=mode), data, split, ev)
-                (qpath.with_name(qpath.stem + ".items.json")).write_text(
-                    path.with_name(path.stem + ".items.json").read_text())  # fmt: skip
+                sidecar_path(qpath).write_text(sidecar_path(path).read_text())
                 info.setdefault("quantized", {})[mode] = {
                     k: res[k] for k in ("path", "size_ratio", "agreement@10", "step")}
                 info["quantized"][mode]["bytes"] = res["after"]["bytes"]

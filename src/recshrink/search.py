@@ -69,6 +69,7 @@ def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teache
         OnnxQuantConfig, RowwiseConfig, quantize_item_table, quantize_onnx,
     )  # fmt: skip
     from recshrink.export.onnx import OnnxExportConfig
+    from recshrink.export.runtime import sidecar_path
     from recshrink.models.io import load_model
     from recshrink.pipeline import export_checked, popular_items, prune_model
     from recshrink.recipe import StudentSpec
@@ -145,8 +146,7 @@ def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teache
             if quant == "dynamic":  # ONNX Runtime dynamic INT8 of the exported graph
                 qcfg = OnnxQuantConfig(mode="dynamic")
                 quantize_onnx(fp32, path, qcfg)
-                path.with_name(path.stem + ".items.json").write_text(
-                    fp32.with_name(fp32.stem + ".items.json").read_text())  # fmt: skip
+                sidecar_path(path).write_text(sidecar_path(fp32).read_text())
                 info["bytes"] = path.stat().st_size
                 trial["steps"] = steps = [*steps, qcfg.step()]
         except Exception as exc:  # an export failure is a failed trial, not a failed search

@@ -130,6 +130,17 @@ def config_key(cfg: DistillConfig) -> str:
     return text
 
 
+def without_later_defaults(obj):
+    """``obj`` (JSON-like, e.g. a recipe spec) without :data:`LATER_DEFAULTS` options at their
+    default, at any depth (for manifest keys)."""
+    if isinstance(obj, dict):
+        return {k: without_later_defaults(v) for k, v in obj.items()
+                if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}  # fmt: skip
+    if isinstance(obj, (list, tuple)):
+        return [without_later_defaults(v) for v in obj]
+    return obj
+
+
 def tail_bias(t_ids: torch.Tensor, negs: torch.Tensor, num_items: int) -> torch.Tensor:
     """Log-weights ``[P, S]`` that turn top-M + sampled-negative logits into an estimate of the
     full-catalogue softmax (add ``T * bias`` to the negatives' logits before dividing by T).
@@ -420,8 +431,8 @@ def distill(
 
 
 __all__ = [
-    "DistillConfig", "DistillLoss", "LATER_DEFAULTS", "alignment", "config_key", "build_teacher_cache", "cache_batch_hook",
-    "distill", "init_items_from_teacher", "kd_kl", "rank_weights", "ranking_kd", "tail_bias",
-    "teacher_cache",
-    "window_offsets",
+    "DistillConfig", "DistillLoss", "LATER_DEFAULTS", "alignment", "build_teacher_cache",
+    "cache_batch_hook", "config_key", "distill", "init_items_from_teacher", "kd_kl",
+    "rank_weights", "ranking_kd", "tail_bias", "teacher_cache", "window_offsets",
+    "without_later_defaults",
 ]  # fmt: skip
