@@ -32,6 +32,15 @@ def test_kd_kl_by_hand():
     assert math.isclose(kd_kl(s3, t3, 1.0).item(), expected3, rel_tol=1e-5)
 
 
+def test_kd_kl_gradient_is_softmax_minus_teacher_probs():
+    # d/ds T^2 KL(pt || softmax(s/T)) = T (softmax(s/T) - pt), averaged over the P rows
+    s = torch.tensor([[0.5, -1.0, 2.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    t = torch.tensor([[1.0, 0.0, -1.0], [2.0, float("-inf"), 0.0]])
+    kd_kl(s, t, 2.0).backward()
+    expected = 2.0 * (torch.softmax(s.detach() / 2, -1) - torch.softmax(t / 2, -1)) / 2
+    assert torch.allclose(s.grad, expected, atol=1e-6)
+
+
 def test_tail_bias_by_hand():
     # N = 6, row top-M = {1, 2}; negatives 2 (one of the row's top items: dropped), 3, 3, 5
     bias = tail_bias(torch.tensor([[1, 2], [4, 6]]), torch.tensor([2, 3, 3, 5]), 6)

@@ -108,13 +108,15 @@ class DistillConfig:
 def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
     """``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` averaged over rows ``[P, C]``.
 
-    ``-inf`` teacher logits (excluded candidates) contribute nothing.
+    ``-inf`` teacher logits (excluded candidates) contribute nothing. Computed as the soft-target
+    cross-entropy minus the teacher's entropy, the teacher side without autograd: the same value
+    with about half the ``[P, C]`` temporaries (it matters for ``kd_scope="full"``).
     """
-    log_ps = F.log_softmax(student_logits / t, dim=-1)
-    log_pt = F.log_softmax(teacher_logits / t, dim=-1)
-    pt = log_pt.exp()
-    term = torch.where(pt > 0, pt * (log_pt - log_ps), torch.zeros_like(pt))
-    return term.sum(-1).mean() * t * t
+    with torch.no_grad():
+        log_pt = F.log_softmax(teacher_logits.detach() / t, dim=-1)  # [P, C]
+        pt = log_pt.exp()
+        neg_entropy = torch.where(pt > 0, pt * log_pt, torch.zeros_like(pt)).sum(-1).mean()
+    return (F.cross_entropy(student_logits / t, pt) + neg_entropy) * t * t
 
 
 # Options added after runs were made, at the value that reproduces the earlier behaviour: left
