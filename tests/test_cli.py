@@ -122,6 +122,21 @@ def test_evaluate_trained_model(trained, data_file, tmp_path):
     assert metrics["count"] == 30
 
 
+def test_evaluate_against_a_reference(trained, data_file, tmp_path):
+    # a model against itself: retention 1 with a zero-width interval, numbers match evaluate
+    out = tmp_path / "metrics.json"
+    result = invoke("evaluate", "--model", trained, "--data", data_file, "--against", trained,
+                    "--resamples", "200", "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    cmp = report["against"]["ndcg@10"]
+    assert cmp["model"] == cmp["reference"] == pytest.approx(report["metrics"]["ndcg@10"])
+    assert cmp["ratio"] == cmp["ratio_low"] == cmp["ratio_high"] == 1.0
+    assert cmp["users"] == 30 and cmp["resamples"] == 200
+    assert report["against"]["hr@10"]["model"] == pytest.approx(report["metrics"]["hr@10"])
+    assert "retention 1.000 (95% CI 1.000-1.000" in result.output
+
+
 # --------------------------------------------------------------------------------------------
 # data errors
 # --------------------------------------------------------------------------------------------

@@ -272,9 +272,14 @@ def distill(teacher_path, student_name, out, kd, cache_dir, args, progress, data
 @_data_options
 @click.option("--split", "which", type=click.Choice(["test", "valid"]), default="test",
               show_default=True)
+@click.option("--against", "against_path", type=click.Path(path_type=Path), default=None,
+              help="A reference model (e.g. the teacher): report this model's retention of its "
+                   "NDCG@10 and HR@10 with paired-bootstrap 95% intervals over the same users.")
+@click.option("--resamples", type=click.IntRange(min=100), default=2000, show_default=True,
+              help="Bootstrap resamples for --against.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Write the metrics to this JSON file.")
-def evaluate_cmd(model_path, which, out, **kw) -> None:
+def evaluate_cmd(model_path, which, against_path, resamples, out, **kw) -> None:
     """Full-ranking metrics of a trained model on the data's leave-one-out split."""
     from recshrink.data.split import leave_one_out
     from recshrink.fsutil import write_json
@@ -285,18 +290,46 @@ def evaluate_cmd(model_path, which, out, **kw) -> None:
     if out:
         _check_out(out, "file")
     model, meta = load_model(model_path)
+    reference = load_model(against_path)[0] if against_path else None
     dspec = _data_spec(**kw)
     ds = load_dataset(dspec)
     check_compatible(model, ds, str(model_path))
+    if reference is not None:
+        check_compatible(reference, ds, str(against_path))
     split = leave_one_out(ds, dspec.max_len, dspec.shift_window)
     es = split.test if which == "test" else split.valid
     metrics = evaluate(model_scorer(model), es, ds.item_attrs)
     _print_metrics(f"{meta.arch} ({which})", metrics)
     if meta.data_fingerprint and meta.data_fingerprint != ds.fingerprint():
         click.echo("warning: the model was trained on data with another fingerprint", err=True)
+    result = {"model": str(model_path), "split": which, "dataset": dataset_entry(ds),
+              "metrics": metrics}  # fmt: skip
+    if reference is not None:
+        result["against"] = {"model": str(against_path),
+                             **_paired_retention(model, reference, es, resamples)}  # fmt: skip
     if out:
-        write_json(out, {"model": str(model_path), "split": which, "dataset": dataset_entry(ds),
-                         "metrics": metrics})  # fmt: skip
+        write_json(out, result)
+
+
+def _paired_retention(model, reference, eval_set, resamples: int) -> dict:
+    """Retention of ``reference``'s NDCG@10 and HR@10 with paired-bootstrap intervals (printed)."""
+    from recshrink.metrics import paired_bootstrap, per_user_metric
+    from recshrink.train.evaluate import model_scorer, user_ranks
+
+    ranks = user_ranks(model_scorer(model), eval_set)
+    ref_ranks = user_ranks(model_scorer(reference), eval_set)
+    out = {}
+    for name in ("ndcg", "hr"):
+        a, b = per_user_metric(ranks, name, 10), per_user_metric(ref_ranks, name, 10)
+        if b.mean() == 0:
+            raise RecshrinkError(f"the reference model's {name}@10 is 0: no retention to compute")
+        cmp = paired_bootstrap(a, b, resamples=resamples)
+        out[f"{name}@10"] = {"model": float(a.mean()), "reference": float(b.mean()), **cmp}
+        click.echo(f"  {name}@10 vs reference: {a.mean():.4f} vs {b.mean():.4f}, retention "
+                   f"{cmp['ratio']:.3f} (95% CI {cmp['ratio_low']:.3f}-{cmp['ratio_high']:.3f}; "
+                   f"difference {cmp['diff']:+.4f}, CI {cmp['diff_low']:+.4f} to "
+                   f"{cmp['diff_high']:+.4f}; paired bootstrap over {cmp['users']:,} users)")
+    return out
 
 
 @main.command()

@@ -81,6 +81,20 @@ def evaluate(
     return acc.result()
 
 
+def user_ranks(score_fn: ScoreFn, eval_set: EvalSet, mask_history: bool = True,
+               batch_size: int = 1024) -> np.ndarray:  # fmt: skip
+    """0-based full-ranking rank of every user's target ``[U]``, in the eval set's user order
+    (for per-user comparisons of two models, e.g. :func:`recshrink.metrics.paired_bootstrap`)."""
+    out = np.zeros(len(eval_set.targets), dtype=np.int64)
+    order = np.argsort([int((h != 0).sum()) for h in eval_set.histories], kind="stable")
+    for i in range(0, len(order), batch_size):
+        rows = order[i : i + batch_size]
+        hist = torch.from_numpy(trim_padding(eval_set.histories[rows]))
+        scores = mask_scores(score_fn(hist), hist, mask_history)  # [B, N+1]
+        out[rows] = target_ranks(scores, torch.from_numpy(eval_set.targets[rows])).numpy()
+    return out
+
+
 def top_ids(score_fn: ScoreFn, histories: np.ndarray, k: int = 10, mask_history: bool = True,
             batch_size: int = 1024) -> torch.Tensor:  # fmt: skip
     """Top-``k`` item ids ``[U, k]`` of a score function for every history."""
