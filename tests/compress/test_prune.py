@@ -73,6 +73,8 @@ def test_rnn_pruning_without_importance_loss_is_exact_for_dead_units():
     ("gru", dict(dim=16, layers=2), {"rnn": [16, 8]}),
     ("lstm", dict(dim=16, hidden=24), {"rnn": [24, 12]}),
     ("cnn", dict(dim=16, channels=16, dilations=(1, 2)), {"blocks.0": [16, 8], "blocks.1": [16, 8]}),
+    ("cnn", dict(dim=16, width=24, kernel=2, dilations=(1, 2)),
+     {"blocks.0": [24, 12], "blocks.1": [24, 12]}),
 ])  # fmt: skip
 def test_pruned_shapes_save_load_and_export(tmp_path, arch, args, expect):
     torch.manual_seed(0)

@@ -57,6 +57,27 @@ def test_param_counts_by_hand():
     assert s.num_params() == (n + 1) * d + 5 * d + layer + 2 * d
 
 
+def test_wide_cnn_by_hand():
+    """A residual stream wider than the item table: projections in and out, same contract."""
+    d, w, n = 8, 12, N
+    c = nextitnet(n, dim=d, width=w, dilations=(1,), kernel=2)
+    blocks = 2 * w + (w * w * 2 + w) + 2 * w + (w * w * 2 + w)
+    assert c.num_params() == (n + 1) * d + (d * w + w) + blocks + (w * d + d) + 2 * d
+    assert c.builder_args["width"] == w and c.builder_args["channels"] == w
+    assert "width" not in nextitnet(n, dim=d).builder_args  # older configs unchanged
+    torch.manual_seed(0)
+    c = nextitnet(n, dim=d, width=w, kernel=2).eval()
+    s = _seqs()
+    padded = torch.cat([torch.zeros(3, 5, dtype=torch.long), s], dim=1)
+    assert torch.allclose(c.scores(s)[:, 1:], c.scores(padded)[:, 1:], atol=1e-5)
+    a = c.forward_all(torch.tensor([[1, 2, 3, 4, 5, 6]]))
+    b = c.forward_all(torch.tensor([[1, 2, 3, 9, 9, 9]]))
+    assert a.shape == (1, 6, d)
+    assert torch.allclose(a[:, :3], b[:, :3], atol=1e-6) and not torch.allclose(a[:, 3], b[:, 3])
+    with pytest.raises(ValueError, match="width must be positive"):
+        nextitnet(n, dim=d, width=0)
+
+
 def test_teacher_and_student_sizes():
     """Students are at most 1/5 of the large teacher on a Beauty-sized catalogue."""
     teacher = build_model("sasrec_large", 12101)

@@ -49,11 +49,14 @@ class NextItNet(SeqRecModel):
     Args:
         num_items: Number of items N.
         dim: Item-embedding and user-vector size D.
-        channels: Inner channels of each block (default ``dim``), or one per block (pruned).
+        channels: Inner channels of each block (default ``width``), or one per block (pruned).
         dilations: Dilation of the first convolution of each block (the second uses twice it).
         kernel: Convolution kernel size.
         max_len: Longest history.
         dropout: Dropout on embeddings and block outputs.
+        width: Width W of the residual stream (default ``dim``). A wider stream is projected in
+            from the item embeddings and back out to D before the final LayerNorm, like a
+            GRU whose state is wider than its item table.
     """
 
     arch = "cnn"
@@ -67,9 +70,13 @@ class NextItNet(SeqRecModel):
         kernel: int = 3,
         max_len: int = 50,
         dropout: float = 0.2,
+        width: int | None = None,
     ) -> None:
         super().__init__(num_items, dim, max_len)
-        channels = dim if channels is None else channels
+        if width is not None and width < 1:
+            raise ValueError(f"width must be positive, got {width}")
+        wide = width if width is not None else dim
+        channels = wide if channels is None else channels
         dilations = tuple(int(d) for d in dilations)
         if not dilations or min(dilations) < 1:
             raise ValueError(f"dilations must be positive, got {dilations}")
@@ -86,18 +93,26 @@ class NextItNet(SeqRecModel):
             max_len=max_len,
             dropout=dropout,
         )
+        if width is not None:  # recorded only when set: older configs stay as they were
+            self.builder_args["width"] = int(width)
         self.emb_drop = nn.Dropout(dropout)
+        self.proj_in = nn.Linear(dim, wide) if wide != dim else None
         self.blocks = nn.ModuleList(
-            ResidualBlock(dim, c, kernel, d, dropout) for c, d in zip(per_block, dilations)
+            ResidualBlock(wide, c, kernel, d, dropout) for c, d in zip(per_block, dilations)
         )
+        self.proj_out = nn.Linear(wide, dim) if wide != dim else None
         self.ln_f = nn.LayerNorm(dim)
 
     def forward_all(self, seq: torch.Tensor) -> torch.Tensor:
         x = self.embed_items(seq)  # [B, L, D]
         keep = timeline_mask(seq, x.dtype)  # [B, L, 1]
         x = self.emb_drop(x) * keep
+        if self.proj_in is not None:
+            x = self.proj_in(x) * keep  # [B, L, W]
         for block in self.blocks:
             x = block(x, keep)
+        if self.proj_out is not None:
+            x = self.proj_out(x)  # [B, L, D]
         return self.ln_f(x)  # [B, L, D]
 
 
@@ -109,6 +124,7 @@ def nextitnet(
     kernel: int = 3,
     max_len: int = 50,
     dropout: float = 0.2,
+    width: int | None = None,
 ) -> NextItNet:
-    """Build a NextItNet-style CNN student."""
-    return NextItNet(num_items, dim, channels, dilations, kernel, max_len, dropout)
+    """Build a NextItNet-style CNN student (``width``: residual-stream width, default ``dim``)."""
+    return NextItNet(num_items, dim, channels, dilations, kernel, max_len, dropout, width)
