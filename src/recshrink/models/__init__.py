@@ -34,6 +34,7 @@ def _builders() -> dict[str, Callable[..., SeqRecModel]]:
         "lstm_small": partial(lstm, dim=64),
         "lstm_2layer": partial(lstm, dim=64, layers=2),
         "cnn_small": partial(nextitnet, dim=64),
+        "cnn_wide": partial(nextitnet, dim=64, width=96, kernel=2),  # d64 table, 96-wide stream
     }
 
 
