@@ -119,12 +119,18 @@ def test_tiny_cpu_benchmark_end_to_end(tmp_path):
     assert s["vs_teacher"]["size"] == pytest.approx(s["bytes"] / t["bytes"], abs=1e-4)
     assert s["vs_teacher"]["ndcg@10"] == pytest.approx(
         s["metrics"]["ndcg@10"] / t["metrics"]["ndcg@10"], abs=1e-3)  # fmt: skip
+    # paired-bootstrap interval of the retention: around the point value, the same for two
+    # backends that rank identically, none for the teacher itself
+    lo, hi = s["vs_teacher"]["ndcg@10_ci"]
+    assert lo <= s["vs_teacher"]["ndcg@10"] <= hi and lo < hi
+    assert o["vs_teacher"]["ndcg@10_ci"] == [lo, hi] and "ndcg@10_ci" not in t["vs_teacher"]
     assert t["params"] == teacher.num_params() and o["params"] > 0
     files = write_report(rep, tmp_path / "rep")
     assert [f.name for f in files] == ["report.json", "report.md", "pareto.png", "latency_vs_batch.png"]
     assert all(f.stat().st_size > 0 for f in files)
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| student_onnx | onnxruntime |" in md and "p50@1" in md
+    assert f"{s['vs_teacher']['ndcg@10']:.3f} ({lo:.3f}-{hi:.3f})" in md
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["teacher"] == "teacher"
     assert markdown(rep).count("\n| teacher | torch |") == 2
     with pytest.raises(RecshrinkError, match="unknown backend"):

@@ -102,3 +102,25 @@ def test_ddp_two_processes_identical_weights(tmp_path):
     out = json.loads((tmp_path / "digests.json").read_text())
     assert out["epochs"] == 2
     assert len(out["digests"]) == 2 and out["digests"][0] == out["digests"][1]
+
+
+def test_evaluate_ranks_in_user_order(tiny):
+    """Per-user ranks come back in the eval set's user order, and average to the metrics."""
+    from recshrink.metrics import ranking_metrics
+    from recshrink.train.evaluate import user_ranks
+
+    data, split = tiny
+    torch.manual_seed(0)
+    model = build_model("gru", data.num_items, dim=8)
+    metrics, ranks = evaluate(model_scorer(model), split.test, batch_size=64, return_ranks=True)
+    assert ranks.shape == (len(split.test.targets),)
+    assert ranks.tolist() == user_ranks(model_scorer(model), split.test, batch_size=7).tolist()
+    assert ranking_metrics(ranks)["ndcg@10"] == pytest.approx(metrics["ndcg@10"], abs=1e-12)
+    # user 0's rank by hand: items scoring above its target, history masked
+    hist = torch.from_numpy(split.test.histories[:1])
+    scores = model_scorer(model)(hist)[0].clone()
+    scores[0] = float("-inf")
+    scores[hist[0][hist[0] > 0]] = float("-inf")
+    target = int(split.test.targets[0])
+    assert torch.isfinite(scores[target])  # the target is not in this history
+    assert ranks[0] == int((scores > scores[target]).sum())

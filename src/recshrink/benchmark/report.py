@@ -25,20 +25,23 @@ def markdown(report: dict) -> str:
         f"Machine: {m.get('gpu') or m.get('processor')} · {m.get('platform')} · torch "
         f"{m.get('torch')} · {m.get('threads')} threads. Teacher: `{report['teacher']}`. "
         f"Inputs: {report['settings']['inputs']}; {report['settings']['io']}.", "",
-        "| model | backend | size | NDCG@10 | F1@10 | retention | fidelity@10 | p50@1 (µs) | "
+        "| model | backend | size | NDCG@10 | F1@10 | retention (95% CI) | fidelity@10 | "
+        "p50@1 (µs) | "
         f"p99@1 (µs) | users/s@{top} |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for label, e in report["models"].items():
         met = e.get("metrics", {})
         ret = e.get("vs_teacher", {}).get("ndcg@10")
+        ci = e.get("vs_teacher", {}).get("ndcg@10_ci")
+        ret_cell = "" if ret is None else f"{ret:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
         for backend, lat in e["latency_us"].get(dev, {}).items():
             one = lat.get("1", {})
             thr = e["throughput"][dev][backend].get(top)
             lines.append(
                 f"| {label} | {backend} | {_fmt_bytes(e['bytes'])} | "
                 f"{met.get('ndcg@10', float('nan')):.4f} | {met.get('f1@10', float('nan')):.4f} | "
-                f"{'' if ret is None else f'{ret:.3f}'} | {e.get('fidelity@10', '')} | "
+                f"{ret_cell} | {e.get('fidelity@10', '')} | "
                 f"{one.get('p50', float('nan')):.0f} | {one.get('p99', float('nan')):.0f} | "
                 f"{'' if thr is None else f'{thr:,.0f}'} |"
             )  # fmt: skip

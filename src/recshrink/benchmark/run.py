@@ -107,6 +107,7 @@ def run_benchmark(
         "models": {},
     }
     teacher_top = None
+    ranks: dict[str, np.ndarray] = {}  # per-user test ranks through each model's backend
     for label, path in models:
         path = Path(path)
         if not path.exists():
@@ -138,7 +139,8 @@ def run_benchmark(
             entry["memory"][backend] = mem
             entry.setdefault("backend_info", {})[backend] = runner.info
             if quality and not quality_done and runner.scorer is not None:
-                m = evaluate(runner.scorer, split.test, data.item_attrs, ks)
+                m, ranks[label] = evaluate(runner.scorer, split.test, data.item_attrs, ks,
+                                           return_ranks=True)  # fmt: skip
                 entry["metrics"] = {k: (round(v, 6) if isinstance(v, float) else v)
                                     for k, v in m.items()}  # fmt: skip
                 entry["quality_backend"] = backend
@@ -157,7 +159,27 @@ def run_benchmark(
             del runner
         report["models"][label] = entry
     _ratios(report, device)
+    _retention_intervals(report, ranks)
     return report
+
+
+def _retention_intervals(report: dict, ranks: dict[str, np.ndarray]) -> None:
+    """Add ``vs_teacher["ndcg@10_ci"]``: a paired-bootstrap 95% interval of each model's
+    NDCG@10 retention, resampling the same test users for the model and the teacher."""
+    from recshrink.metrics import paired_bootstrap, per_user_metric
+
+    t = ranks.get(report["teacher"])
+    if t is None:
+        return
+    ref = per_user_metric(t, "ndcg", 10)
+    if ref.mean() == 0:
+        return
+    for label, r in ranks.items():
+        if label == report["teacher"] or "vs_teacher" not in report["models"][label]:
+            continue
+        cmp = paired_bootstrap(per_user_metric(r, "ndcg", 10), ref, resamples=1000)
+        report["models"][label]["vs_teacher"]["ndcg@10_ci"] = [
+            round(cmp["ratio_low"], 4), round(cmp["ratio_high"], 4)]
 
 
 def _first(entry: dict, device: str) -> str | None:

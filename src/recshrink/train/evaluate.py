@@ -43,7 +43,8 @@ def evaluate(
     ks: tuple[int, ...] = (5, 10, 20),
     mask_history: bool = True,
     batch_size: int = 1024,
-) -> dict:
+    return_ranks: bool = False,
+) -> dict | tuple[dict, np.ndarray]:
     """Rank every item for every user of ``eval_set`` and average the metrics.
 
     Args:
@@ -53,12 +54,16 @@ def evaluate(
         ks: Cut-offs.
         mask_history: Exclude items already in the history from the ranking.
         batch_size: Users per scoring call.
+        return_ranks: Also return every user's 0-based target rank ``[U]`` in the eval set's
+            user order (as :func:`user_ranks`), for paired comparisons of two models.
 
     Returns:
         The metrics of :class:`recshrink.metrics.MetricAccumulator` for all users, with nested
-        ``"shift"`` and ``"stable"`` dicts where interest shift is known.
+        ``"shift"`` and ``"stable"`` dicts where interest shift is known; with
+        ``return_ranks``, the pair ``(metrics, ranks)``.
     """
     acc = MetricAccumulator(ks=tuple(ks), item_attrs=item_attrs)
+    all_ranks = np.zeros(len(eval_set.targets), dtype=np.int64)  # [U], user order
     has_groups = bool(eval_set.known.any())
     kmax = max(ks)
     order = np.argsort([int((h != 0).sum()) for h in eval_set.histories], kind="stable")
@@ -69,6 +74,7 @@ def evaluate(
         targets = torch.from_numpy(eval_set.targets[rows])
         scores = mask_scores(score_fn(hist_t), hist_t, mask_history)  # [B, N+1]
         ranks = target_ranks(scores, targets)
+        all_ranks[rows] = ranks.numpy()
         topk = torch.topk(scores, min(kmax, scores.shape[1] - 1), dim=-1).indices  # [B, K]
         if topk.shape[1] < kmax:  # tiny catalogue: pad with the padding id (no item)
             topk = torch.nn.functional.pad(topk, (0, kmax - topk.shape[1]))
@@ -78,7 +84,7 @@ def evaluate(
             stable = ~eval_set.shift[rows] & eval_set.known[rows]
             groups = {"shift": shift, "stable": stable}
         acc.update(ranks, topk_ids=topk, targets=targets, groups=groups)
-    return acc.result()
+    return (acc.result(), all_ranks) if return_ranks else acc.result()
 
 
 def user_ranks(score_fn: ScoreFn, eval_set: EvalSet, mask_history: bool = True,
