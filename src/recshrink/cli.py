@@ -298,7 +298,7 @@ def evaluate_cmd(model_path, which, against_path, resamples, out, **kw) -> None:
         check_compatible(reference, ds, str(against_path))
     split = leave_one_out(ds, dspec.max_len, dspec.shift_window)
     es = split.test if which == "test" else split.valid
-    metrics = evaluate(model_scorer(model), es, ds.item_attrs)
+    metrics, ranks = evaluate(model_scorer(model), es, ds.item_attrs, return_ranks=True)
     _print_metrics(f"{meta.arch} ({which})", metrics)
     if meta.data_fingerprint and meta.data_fingerprint != ds.fingerprint():
         click.echo("warning: the model was trained on data with another fingerprint", err=True)
@@ -306,18 +306,18 @@ def evaluate_cmd(model_path, which, against_path, resamples, out, **kw) -> None:
               "metrics": metrics}  # fmt: skip
     if reference is not None:
         result["against"] = {"model": str(against_path),
-                             **_paired_retention(model, reference, es, resamples)}  # fmt: skip
+                             **_paired_retention(ranks, reference, es, resamples)}  # fmt: skip
     if out:
         write_json(out, result)
 
 
-def _paired_retention(model, reference, eval_set, resamples: int) -> dict:
-    """Retention of ``reference``'s NDCG@10 and HR@10 with paired-bootstrap intervals (printed)."""
+def _paired_retention(ranks, reference, eval_set, resamples: int) -> dict:
+    """Retention of ``reference``'s NDCG@10 and HR@10 by a model whose per-user test ranks are
+    ``ranks``, with paired-bootstrap intervals (printed)."""
     from recshrink.metrics import paired_bootstrap, per_user_metric
-    from recshrink.train.evaluate import model_scorer, user_ranks
+    from recshrink.train.evaluate import evaluate, model_scorer
 
-    ranks = user_ranks(model_scorer(model), eval_set)
-    ref_ranks = user_ranks(model_scorer(reference), eval_set)
+    ref_ranks = evaluate(model_scorer(reference), eval_set, return_ranks=True)[1]
     out = {}
     for name in ("ndcg", "hr"):
         a, b = per_user_metric(ranks, name, 10), per_user_metric(ref_ranks, name, 10)

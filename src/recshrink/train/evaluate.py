@@ -55,7 +55,8 @@ def evaluate(
         mask_history: Exclude items already in the history from the ranking.
         batch_size: Users per scoring call.
         return_ranks: Also return every user's 0-based target rank ``[U]`` in the eval set's
-            user order (as :func:`user_ranks`), for paired comparisons of two models.
+            user order, for paired comparisons of two models
+            (:func:`recshrink.metrics.paired_bootstrap`).
 
     Returns:
         The metrics of :class:`recshrink.metrics.MetricAccumulator` for all users, with nested
@@ -85,20 +86,6 @@ def evaluate(
             groups = {"shift": shift, "stable": stable}
         acc.update(ranks, topk_ids=topk, targets=targets, groups=groups)
     return (acc.result(), all_ranks) if return_ranks else acc.result()
-
-
-def user_ranks(score_fn: ScoreFn, eval_set: EvalSet, mask_history: bool = True,
-               batch_size: int = 1024) -> np.ndarray:  # fmt: skip
-    """0-based full-ranking rank of every user's target ``[U]``, in the eval set's user order
-    (for per-user comparisons of two models, e.g. :func:`recshrink.metrics.paired_bootstrap`)."""
-    out = np.zeros(len(eval_set.targets), dtype=np.int64)
-    order = np.argsort([int((h != 0).sum()) for h in eval_set.histories], kind="stable")
-    for i in range(0, len(order), batch_size):
-        rows = order[i : i + batch_size]
-        hist = torch.from_numpy(trim_padding(eval_set.histories[rows]))
-        scores = mask_scores(score_fn(hist), hist, mask_history)  # [B, N+1]
-        out[rows] = target_ranks(scores, torch.from_numpy(eval_set.targets[rows])).numpy()
-    return out
 
 
 def top_ids(score_fn: ScoreFn, histories: np.ndarray, k: int = 10, mask_history: bool = True,
