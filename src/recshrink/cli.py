@@ -314,21 +314,23 @@ def evaluate_cmd(model_path, which, against_path, resamples, out, **kw) -> None:
 def _paired_retention(ranks, reference, eval_set, resamples: int) -> dict:
     """Retention of ``reference``'s NDCG@10 and HR@10 by a model whose per-user test ranks are
     ``ranks``, with paired-bootstrap intervals (printed)."""
-    from recshrink.metrics import paired_bootstrap, per_user_metric
+    from recshrink.metrics import rank_retention
     from recshrink.train.evaluate import evaluate, model_scorer
 
     ref_ranks = evaluate(model_scorer(reference), eval_set, return_ranks=True)[1]
     out = {}
     for name in ("ndcg", "hr"):
-        a, b = per_user_metric(ranks, name, 10), per_user_metric(ref_ranks, name, 10)
-        if b.mean() == 0:
-            raise RecshrinkError(f"the reference model's {name}@10 is 0: no retention to compute")
-        cmp = paired_bootstrap(a, b, resamples=resamples)
-        out[f"{name}@10"] = {"model": float(a.mean()), "reference": float(b.mean()), **cmp}
-        click.echo(f"  {name}@10 vs reference: {a.mean():.4f} vs {b.mean():.4f}, retention "
-                   f"{cmp['ratio']:.3f} (95% CI {cmp['ratio_low']:.3f}-{cmp['ratio_high']:.3f}; "
-                   f"difference {cmp['diff']:+.4f}, CI {cmp['diff_low']:+.4f} to "
-                   f"{cmp['diff_high']:+.4f}; paired bootstrap over {cmp['users']:,} users)")
+        try:
+            cmp = rank_retention(ranks, ref_ranks, name, 10, resamples)
+        except ValueError:
+            raise RecshrinkError(
+                f"the reference model's {name}@10 is 0: no retention to compute") from None
+        out[f"{name}@10"] = cmp
+        click.echo(f"  {name}@10 vs reference: {cmp['model']:.4f} vs {cmp['reference']:.4f}, "
+                   f"retention {cmp['ratio']:.3f} (95% CI {cmp['ratio_low']:.3f}-"
+                   f"{cmp['ratio_high']:.3f}; difference {cmp['diff']:+.4f}, CI "
+                   f"{cmp['diff_low']:+.4f} to {cmp['diff_high']:+.4f}; paired bootstrap over "
+                   f"{cmp['users']:,} users)")
     return out
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "mask_scores",
     "paired_bootstrap",
     "per_user_metric",
+    "rank_retention",
     "ranking_metrics",
     "target_ranks",
 ]
@@ -256,6 +257,21 @@ def paired_bootstrap(
             "diff": float(x.mean() - y.mean()),
             "diff_low": float(np.percentile(d, lo)), "diff_high": float(np.percentile(d, hi)),
             "users": int(n), "resamples": int(resamples), "level": float(level)}  # fmt: skip
+
+
+def rank_retention(
+    ranks: np.ndarray,
+    ref_ranks: np.ndarray,
+    name: str = "ndcg",
+    k: int = 10,
+    resamples: int = 2000,
+) -> dict[str, float]:
+    """A model's retention of a reference's ``name@k`` from both models' per-user target ranks
+    on the same users: :func:`paired_bootstrap` of the per-user values, plus the two means
+    (``model``, ``reference``). Raises ``ValueError`` when the reference's mean is zero."""
+    a, b = per_user_metric(ranks, name, k), per_user_metric(ref_ranks, name, k)
+    return {"model": float(a.mean()), "reference": float(b.mean()),
+            **paired_bootstrap(a, b, resamples=resamples)}  # fmt: skip
 
 
 def _check_ks(ks: Sequence[int]) -> None:

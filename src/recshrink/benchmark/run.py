@@ -166,18 +166,15 @@ def run_benchmark(
 def _retention_intervals(report: dict, ranks: dict[str, np.ndarray]) -> None:
     """Add ``vs_teacher["ndcg@10_ci"]``: a paired-bootstrap 95% interval of each model's
     NDCG@10 retention, resampling the same test users for the model and the teacher."""
-    from recshrink.metrics import paired_bootstrap, per_user_metric
+    from recshrink.metrics import rank_retention
 
     t = ranks.get(report["teacher"])
-    if t is None:
-        return
-    ref = per_user_metric(t, "ndcg", 10)
-    if ref.mean() == 0:
+    if t is None or not (t < 10).any():  # no teacher, or a teacher with NDCG@10 = 0
         return
     for label, r in ranks.items():
         if label == report["teacher"] or "vs_teacher" not in report["models"][label]:
             continue
-        cmp = paired_bootstrap(per_user_metric(r, "ndcg", 10), ref, resamples=1000)
+        cmp = rank_retention(r, t, "ndcg", 10, resamples=1000)
         report["models"][label]["vs_teacher"]["ndcg@10_ci"] = [
             round(cmp["ratio_low"], 4), round(cmp["ratio_high"], 4)]
 

@@ -113,7 +113,7 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) 
     with about half the ``[P, C]`` temporaries (it matters for ``kd_scope="full"``).
     """
     with torch.no_grad():
-        log_pt = F.log_softmax(teacher_logits.detach() / t, dim=-1)  # [P, C]
+        log_pt = F.log_softmax(teacher_logits / t, dim=-1)  # [P, C]
         pt = log_pt.exp()
         neg_entropy = torch.where(pt > 0, pt * log_pt, torch.zeros_like(pt)).sum(-1).mean()
     return (F.cross_entropy(student_logits / t, pt) + neg_entropy) * t * t
