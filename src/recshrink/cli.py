@@ -160,6 +160,10 @@ def _train_options(f):
         click.option("--device", default="cpu", show_default=True),
         click.option("--threads", type=int, default=None),
         click.option("--max-minutes", type=float, default=None, help="Training time budget."),
+        click.option("--lr-decay", type=float, default=1.0, show_default=True,
+                     help="Multiply the learning rate by this on a validation plateau (1 = off)."),
+        click.option("--lr-patience", type=int, default=2, show_default=True,
+                     help="Evaluations without improvement before each lr decay."),
         click.option("--progress/--no-progress", default=True),
     ]  # fmt: skip
     for opt in reversed(opts):

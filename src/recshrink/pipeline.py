@@ -21,11 +21,11 @@ from recshrink.metrics import topk_overlap
 from recshrink.models import build_model
 from recshrink.models.base import SeqRecModel
 from recshrink.models.io import artifact_bytes, load_model, save_model
-from recshrink.compress.distill import DistillConfig, distill, without_later_defaults
+from recshrink.compress.distill import DistillConfig, distill
 from recshrink.compress.prune import PruneConfig
 from recshrink.recipe import DataSpec, EvalSpec, ModelSpec, Recipe, StudentSpec
 from recshrink.train.evaluate import evaluate, model_scorer
-from recshrink.train.config import TrainConfig
+from recshrink.train.config import TrainConfig, without_later_defaults
 from recshrink.train.trainer import (
     TrainResult, fit, item_popularity, next_item_loss, state_digest,
 )  # fmt: skip

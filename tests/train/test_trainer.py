@@ -87,6 +87,46 @@ def test_early_stopping_and_budget(tiny, tmp_path):
     assert more.epochs == 2
 
 
+def test_lr_decay_on_plateau_and_resume(tiny, tmp_path):
+    """lr 1e-12 leaves float32 weights unchanged, so validation never improves after epoch 1: the
+    rate halves every 2 stale evaluations, and early stopping still counts from the best epoch."""
+    data, split = tiny
+    cfg = TrainConfig(epochs=50, lr=1e-12, patience=5, num_negatives=8, lr_decay=0.5,
+                      lr_patience=2)
+
+    def model():
+        torch.manual_seed(0)
+        return build_model("gru", data.num_items, dim=8, max_len=15)
+
+    res = fit(model(), split, cfg, tmp_path / "a", progress=False)
+    assert res.best_epoch == 1 and res.epochs == 6
+    expected = [1e-12, 1e-12, 5e-13, 5e-13, 2.5e-13, 2.5e-13]
+    assert [h["lr"] for h in res.history] == pytest.approx(expected, rel=1e-9)
+    # one epoch per call (a new time budget resumes): the rate and the count survive resuming
+    m = model()
+    for n in range(1, 7):
+        part = fit(m, split, dataclasses.replace(cfg, max_minutes=n * 1e-6), tmp_path / "b",
+                   progress=False)
+        assert part.epochs == n
+    assert [h["lr"] for h in part.history] == pytest.approx(expected, rel=1e-9)
+    # the default (no decay) keeps the rate and records none
+    flat = fit(model(), split, dataclasses.replace(cfg, lr_decay=1.0), tmp_path / "c",
+               progress=False)
+    assert flat.epochs == 6 and all("lr" not in h for h in flat.history)
+    assert TrainConfig().lr_decay == 1.0
+
+
+def test_later_options_leave_old_keys_alone():
+    """Options added later are left out of resume/manifest keys at their old-behaviour value."""
+    from recshrink.train.config import without_later_defaults
+
+    spec = {"train": {"lr": 0.002, "lr_decay": 1.0, "lr_patience": 2},
+            "distill": {"kd_tail": "plain", "top_m": 100}}
+    assert without_later_defaults(spec) == {"train": {"lr": 0.002}, "distill": {"top_m": 100}}
+    spec["train"]["lr_decay"] = 0.3
+    assert without_later_defaults(spec)["train"] == {"lr": 0.002, "lr_decay": 0.3}
+
+
 def test_ddp_two_processes_identical_weights(tmp_path):
     worker = Path(__file__).with_name("_ddp_worker.py")
     # --standalone: a free rendezvous port each run (a fixed port can collide with another run)

@@ -36,7 +36,7 @@ from recshrink.data.split import Split, pad_left, training_pairs
 from recshrink.errors import RecshrinkError
 from recshrink.fsutil import atomic_path
 from recshrink.models.base import SeqRecModel
-from recshrink.train.config import TrainConfig
+from recshrink.train.config import LATER_DEFAULTS, TrainConfig, without_later_defaults
 from recshrink.train.losses import sample_negatives
 from recshrink.train.trainer import (
     TrainResult, fit, ground_truth_loss, item_popularity, state_digest,
@@ -119,28 +119,12 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) 
     return (F.cross_entropy(student_logits / t, pt) + neg_entropy) * t * t
 
 
-# Options added after runs were made, at the value that reproduces the earlier behaviour: left
-# out of resume and manifest keys, so runs made before the option existed still resume.
-LATER_DEFAULTS = {"kd_tail": "plain"}
-
-
 def config_key(cfg: DistillConfig) -> str:
     """``repr(cfg)`` without the :data:`LATER_DEFAULTS` options at their default."""
     text = repr(cfg)
     for name, value in LATER_DEFAULTS.items():
         text = text.replace(f", {name}={value!r}", "")
     return text
-
-
-def without_later_defaults(obj):
-    """``obj`` (JSON-like, e.g. a recipe spec) without :data:`LATER_DEFAULTS` options at their
-    default, at any depth (for manifest keys)."""
-    if isinstance(obj, dict):
-        return {k: without_later_defaults(v) for k, v in obj.items()
-                if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}  # fmt: skip
-    if isinstance(obj, (list, tuple)):
-        return [without_later_defaults(v) for v in obj]
-    return obj
 
 
 def tail_bias(t_ids: torch.Tensor, negs: torch.Tensor, num_items: int) -> torch.Tensor:

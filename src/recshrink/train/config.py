@@ -17,6 +17,22 @@ def check_ks(v: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(sorted(set(v)))
 
 
+# Options added after runs were made, at the value that reproduces the earlier behaviour: left
+# out of resume and manifest keys, so runs made before the option existed still resume.
+LATER_DEFAULTS = {"kd_tail": "plain", "lr_decay": 1.0, "lr_patience": 2}
+
+
+def without_later_defaults(obj):
+    """``obj`` (JSON-like, e.g. a recipe spec) without :data:`LATER_DEFAULTS` options at their
+    default, at any depth (for resume and manifest keys)."""
+    if isinstance(obj, dict):
+        return {k: without_later_defaults(v) for k, v in obj.items()
+                if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}  # fmt: skip
+    if isinstance(obj, (list, tuple)):
+        return [without_later_defaults(v) for v in obj]
+    return obj
+
+
 @dataclass(config=ConfigDict(extra="forbid"))
 class TrainConfig:
     """How to train a model (validated on construction).
@@ -40,6 +56,10 @@ class TrainConfig:
         ks: Metric cut-offs.
         mask_history: Exclude history items when ranking.
         max_minutes: Stop after the epoch that passes this wall-clock budget (None = no budget).
+        lr_decay: Multiply the learning rate by this after ``lr_patience`` evaluations in a row
+            without a better validation NDCG@10 (reduce on plateau; 1 = constant rate). The
+            count restarts after each decay; early stopping still counts from the best epoch.
+        lr_patience: Evaluations without improvement before each decay.
     """
 
     epochs: int = Field(200, ge=1)
@@ -59,6 +79,8 @@ class TrainConfig:
     ks: tuple[int, ...] = (5, 10, 20)
     mask_history: bool = True
     max_minutes: float | None = Field(None, gt=0)
+    lr_decay: float = Field(1.0, gt=0, le=1)
+    lr_patience: int = Field(2, ge=1)
 
     @field_validator("device")
     @classmethod

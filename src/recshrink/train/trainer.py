@@ -26,7 +26,7 @@ from recshrink.data.split import Split, bucket_batches, training_pairs
 from recshrink.errors import RecshrinkError
 from recshrink.fsutil import atomic_path
 from recshrink.models.base import SeqRecModel
-from recshrink.train.config import TrainConfig
+from recshrink.train.config import TrainConfig, without_later_defaults
 from recshrink.train.evaluate import evaluate, model_scorer
 from recshrink.train.losses import bce_loss, full_softmax_ce, sample_negatives, sampled_softmax_ce
 
@@ -199,8 +199,9 @@ def fit(
     work.mkdir(parents=True, exist_ok=True)
     state_path, best_path = work / "train_state.pt", work / "best.safetensors"
     # what identifies the run: a different time budget, thread count or device may resume it
-    ident = {k: v for k, v in asdict(cfg).items()
-             if k not in ("max_minutes", "threads", "device", "eval_batch_size")}  # fmt: skip
+    ident = without_later_defaults({k: v for k, v in asdict(cfg).items()
+                                    if k not in ("max_minutes", "threads", "device",
+                                                 "eval_batch_size")})  # fmt: skip
     key = hashlib.sha256(
         (run_key + json.dumps(ident, sort_keys=True, default=str) + str(world)).encode()
     ).hexdigest()[:16]
@@ -216,6 +217,7 @@ def fit(
     opt = torch.optim.AdamW(core.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     start, best, best_epoch, bad, history = 0, -1.0, 0, 0, []
+    stale = 0  # evaluations without improvement since the best one or the last lr decay
     before = 0.0  # seconds spent by earlier calls of a resumed run
     budget_stop = None  # the max_minutes a finished run stopped on
     best_valid: dict = {}
@@ -232,6 +234,7 @@ def fit(
                 int(state["epoch"]), float(state["best"]), int(state["best_epoch"]),
                 int(state["bad"]),
             )  # fmt: skip
+            stale = int(state.get("stale", bad))
             history = json.loads(state["history"])
             best_valid = json.loads(state["best_valid"])
             before = float(state.get("elapsed", 0.0))
@@ -295,12 +298,18 @@ def fit(
             ndcg = valid["ndcg@10"]
             entry["valid_ndcg@10"] = round(ndcg, 5)
             if ndcg > best:
-                best, best_epoch, bad, best_valid = ndcg, epoch, 0, valid
+                best, best_epoch, bad, stale, best_valid = ndcg, epoch, 0, 0, valid
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 if rank == 0:
                     _atomic_safetensors(best_state, best_path)
             else:
-                bad += 1
+                bad, stale = bad + 1, stale + 1
+                if cfg.lr_decay < 1.0 and stale >= cfg.lr_patience:
+                    for group in opt.param_groups:  # the rate lives in the optimizer's state
+                        group["lr"] *= cfg.lr_decay
+                    stale = 0
+        if cfg.lr_decay < 1.0:
+            entry["lr"] = opt.param_groups[0]["lr"]
         history.append(entry)
         done = bad >= cfg.patience or epoch >= cfg.epochs or out_of_time
         if rank == 0:
@@ -309,6 +318,7 @@ def fit(
                     "key": key, "model": model.state_dict(), "optim": opt.state_dict(),
                     "aux": loss_fn.state_dict() if isinstance(loss_fn, nn.Module) else {},
                     "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
+                    "stale": stale,
                     "history": json.dumps(history), "best_valid": json.dumps(best_valid),
                     "rng": torch.get_rng_state(),
                     "elapsed": before + time.perf_counter() - t0,
