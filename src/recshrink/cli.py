@@ -302,7 +302,7 @@ def evaluate_cmd(model_path, which, against_path, resamples, out, **kw) -> None:
         check_compatible(reference, ds, str(against_path))
     split = leave_one_out(ds, dspec.max_len, dspec.shift_window)
     es = split.test if which == "test" else split.valid
-    metrics, ranks = evaluate(model_scorer(model), es, ds.item_attrs, return_ranks=True)
+    metrics, per_user = evaluate(model_scorer(model), es, ds.item_attrs, per_user=True)
     _print_metrics(f"{meta.arch} ({which})", metrics)
     if meta.data_fingerprint and meta.data_fingerprint != ds.fingerprint():
         click.echo("warning: the model was trained on data with another fingerprint", err=True)
@@ -310,7 +310,7 @@ def evaluate_cmd(model_path, which, against_path, resamples, out, **kw) -> None:
               "metrics": metrics}  # fmt: skip
     if reference is not None:
         result["against"] = {"model": str(against_path),
-                             **_paired_retention(ranks, reference, es, resamples)}  # fmt: skip
+                             **_paired_retention(per_user.ranks, reference, es, resamples)}  # fmt: skip
     if out:
         write_json(out, result)
 
@@ -321,7 +321,7 @@ def _paired_retention(ranks, reference, eval_set, resamples: int) -> dict:
     from recshrink.metrics import rank_retention
     from recshrink.train.evaluate import evaluate, model_scorer
 
-    ref_ranks = evaluate(model_scorer(reference), eval_set, return_ranks=True)[1]
+    ref_ranks = evaluate(model_scorer(reference), eval_set, per_user=True)[1].ranks
     out = {}
     for name in ("ndcg", "hr"):
         try:

@@ -151,10 +151,13 @@ def test_evaluate_ranks_in_user_order(tiny):
     data, split = tiny
     torch.manual_seed(0)
     model = build_model("gru", data.num_items, dim=8)
-    metrics, ranks = evaluate(model_scorer(model), split.test, batch_size=64, return_ranks=True)
+    metrics, users = evaluate(model_scorer(model), split.test, batch_size=64, per_user=True)
+    ranks = users.ranks
     assert ranks.shape == (len(split.test.targets),)
-    _, again = evaluate(model_scorer(model), split.test, batch_size=7, return_ranks=True)
-    assert ranks.tolist() == again.tolist()  # the order does not depend on the batching
+    assert tuple(users.top.shape) == (len(split.test.targets), 20)
+    _, again = evaluate(model_scorer(model), split.test, batch_size=7, per_user=True)
+    assert ranks.tolist() == again.ranks.tolist()  # the order does not depend on the batching
+    assert torch.equal(users.top, again.top)
     assert ranking_metrics(ranks)["ndcg@10"] == pytest.approx(metrics["ndcg@10"], abs=1e-12)
     # user 0's rank by hand: items scoring above its target, history masked
     hist = torch.from_numpy(split.test.histories[:1])
@@ -164,3 +167,5 @@ def test_evaluate_ranks_in_user_order(tiny):
     target = int(split.test.targets[0])
     assert torch.isfinite(scores[target])  # the target is not in this history
     assert ranks[0] == int((scores > scores[target]).sum())
+    # and its top items: the 20 best scores, best first
+    assert users.top[0].tolist() == torch.topk(scores, 20).indices.tolist()

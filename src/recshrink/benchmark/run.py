@@ -17,7 +17,6 @@ from recshrink.benchmark.latency import PeakRSS, input_batches, throughput, time
 from recshrink.data.dataset import InteractionData
 from recshrink.data.split import Split
 from recshrink.errors import RecshrinkError
-from recshrink.train.evaluate import top_ids
 
 
 def _params(path: Path) -> int | None:
@@ -139,12 +138,13 @@ def run_benchmark(
             entry["memory"][backend] = mem
             entry.setdefault("backend_info", {})[backend] = runner.info
             if quality and not quality_done and runner.scorer is not None:
-                m, ranks[label] = evaluate(runner.scorer, split.test, data.item_attrs, ks,
-                                           return_ranks=True)  # fmt: skip
+                m, users = evaluate(runner.scorer, split.test, data.item_attrs, ks,
+                                    per_user=True)  # fmt: skip
+                ranks[label] = users.ranks
                 entry["metrics"] = {k: (round(v, 6) if isinstance(v, float) else v)
                                     for k, v in m.items()}  # fmt: skip
                 entry["quality_backend"] = backend
-                top = top_ids(runner.scorer, hist, 10)
+                top = users.top[:, :10]  # ks include 10
                 if label == teacher:
                     teacher_top = top
                 if teacher_top is not None:

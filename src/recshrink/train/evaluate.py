@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -12,6 +13,20 @@ from recshrink.metrics import MetricAccumulator, mask_scores, target_ranks
 from recshrink.models.base import SeqRecModel
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+class PerUser(NamedTuple):
+    """Per-user results of :func:`evaluate`, in the eval set's user order.
+
+    Attributes:
+        ranks: ``[U]`` 0-based rank of each user's target (for paired comparisons of two models,
+            :func:`recshrink.metrics.paired_bootstrap`).
+        top: ``[U, max(ks)]`` each user's top item ids, best first (e.g. for top-10 fidelity,
+            :func:`recshrink.metrics.topk_overlap`).
+    """
+
+    ranks: np.ndarray
+    top: torch.Tensor
 
 
 def model_scorer(model: SeqRecModel, device: str | torch.device = "cpu") -> ScoreFn:
@@ -43,8 +58,8 @@ def evaluate(
     ks: tuple[int, ...] = (5, 10, 20),
     mask_history: bool = True,
     batch_size: int = 1024,
-    return_ranks: bool = False,
-) -> dict | tuple[dict, np.ndarray]:
+    per_user: bool = False,
+) -> dict | tuple[dict, PerUser]:
     """Rank every item for every user of ``eval_set`` and average the metrics.
 
     Args:
@@ -54,19 +69,18 @@ def evaluate(
         ks: Cut-offs.
         mask_history: Exclude items already in the history from the ranking.
         batch_size: Users per scoring call.
-        return_ranks: Also return every user's 0-based target rank ``[U]`` in the eval set's
-            user order, for paired comparisons of two models
-            (:func:`recshrink.metrics.paired_bootstrap`).
+        per_user: Also return every user's target rank and top items (:class:`PerUser`).
 
     Returns:
         The metrics of :class:`recshrink.metrics.MetricAccumulator` for all users, with nested
         ``"shift"`` and ``"stable"`` dicts where interest shift is known; with
-        ``return_ranks``, the pair ``(metrics, ranks)``.
+        ``per_user``, the pair ``(metrics, PerUser)``.
     """
     acc = MetricAccumulator(ks=tuple(ks), item_attrs=item_attrs)
     all_ranks = np.zeros(len(eval_set.targets), dtype=np.int64)  # [U], user order
     has_groups = bool(eval_set.known.any())
     kmax = max(ks)
+    all_top = torch.zeros(len(eval_set.targets), kmax, dtype=torch.long)  # [U, K], user order
     order = np.argsort([int((h != 0).sum()) for h in eval_set.histories], kind="stable")
     for i in range(0, len(order), batch_size):
         rows = order[i : i + batch_size]
@@ -79,23 +93,14 @@ def evaluate(
         topk = torch.topk(scores, min(kmax, scores.shape[1] - 1), dim=-1).indices  # [B, K]
         if topk.shape[1] < kmax:  # tiny catalogue: pad with the padding id (no item)
             topk = torch.nn.functional.pad(topk, (0, kmax - topk.shape[1]))
+        all_top[torch.from_numpy(rows)] = topk
         groups = None
         if has_groups:
             shift = eval_set.shift[rows] & eval_set.known[rows]
             stable = ~eval_set.shift[rows] & eval_set.known[rows]
             groups = {"shift": shift, "stable": stable}
         acc.update(ranks, topk_ids=topk, targets=targets, groups=groups)
-    return (acc.result(), all_ranks) if return_ranks else acc.result()
-
-
-def top_ids(score_fn: ScoreFn, histories: np.ndarray, k: int = 10, mask_history: bool = True,
-            batch_size: int = 1024) -> torch.Tensor:  # fmt: skip
-    """Top-``k`` item ids ``[U, k]`` of a score function for every history."""
-    out = []
-    for i in range(0, len(histories), batch_size):
-        h = torch.from_numpy(trim_padding(histories[i : i + batch_size]))
-        out.append(mask_scores(score_fn(h), h, mask_history).topk(k, dim=-1).indices)
-    return torch.cat(out)
+    return (acc.result(), PerUser(all_ranks, all_top)) if per_user else acc.result()
 
 
 def scorer_agreement(score_a: ScoreFn, score_b: ScoreFn, histories: np.ndarray, k: int = 10,
