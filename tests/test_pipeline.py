@@ -278,3 +278,17 @@ def test_search_over_a_trained_student_directory(tmp_path):
     raw["search"]["students"] = ["nonsense"]
     with pytest.raises(Exception, match="neither a model builder"):
         parse_recipe(raw)
+
+
+def test_baseline_matches_builder_and_arguments():
+    """A student is compared with a baseline of the same builder *and* arguments: a wider GRU
+    student is not credited against the narrow GRU trained alone."""
+    from recshrink.pipeline import _arch
+    from recshrink.recipe import ModelSpec
+
+    narrow = ModelSpec(name="a", model="gru_small")
+    wide = ModelSpec(name="b", model="gru_small", args={"hidden": 192})
+    same = ModelSpec(name="c", model="gru_small", args={"hidden": 192})
+    assert _arch(narrow) != _arch(wide) and _arch(wide) == _arch(same)
+    assert _arch(ModelSpec(name="d", model="gru", args={"dim": 8, "hidden": 16})) == _arch(
+        ModelSpec(name="e", model="gru", args={"hidden": 16, "dim": 8}))

@@ -447,6 +447,13 @@ class _TrainState:
     baseline_by_model: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
+def _arch(spec: ModelSpec) -> str:
+    """What makes two specs the same architecture: the builder or preset and its arguments."""
+    import json
+
+    return spec.model + json.dumps(spec.args, sort_keys=True, default=str)
+
+
 def _train_job(recipe: Recipe, role: str, spec: ModelSpec, where: Path, data: InteractionData,
                split: Split, out: Path, teacher: SeqRecModel | None,
                progress: bool) -> tuple[SeqRecModel, dict]:  # fmt: skip
@@ -470,7 +477,7 @@ def _finish_job(recipe: Recipe, role: str, spec: ModelSpec, where: Path, trained
         if role == "teacher":
             state.teacher, state.teacher_ndcg = model, entry["metrics"]["ndcg@10"]
         if role == "baseline":
-            state.baseline_by_model.setdefault(spec.model, spec.label)
+            state.baseline_by_model.setdefault(_arch(spec), spec.label)
         report["models"][spec.label] = entry
         made[spec.label] = (model, where, entry.get("steps", []))
         write_json(out / "report.json", report)
@@ -486,13 +493,13 @@ def _finish_job(recipe: Recipe, role: str, spec: ModelSpec, where: Path, trained
         extra["retention"] = round(metrics["ndcg@10"] / state.teacher_ndcg, 4)
         extra["params_ratio"] = round(model.num_params() / teacher.num_params(), 4)
     if role == "baseline":
-        state.baseline_by_model.setdefault(spec.model, spec.label)
+        state.baseline_by_model.setdefault(_arch(spec), spec.label)
     if role == "student":
         extra["teacher"] = recipe.teacher.label
         extra["losses"] = summary["losses"]
         extra["steps"] = [{"type": "distill", "teacher": recipe.teacher.label,
                            "losses": summary["losses"]}]  # fmt: skip
-        base = state.baseline_by_model.get(spec.model)
+        base = state.baseline_by_model.get(_arch(spec))
         if base:
             base_ndcg = report["models"][base]["metrics"]["ndcg@10"]
             extra["baseline"] = base
