@@ -103,6 +103,16 @@ def evaluate(
     return (acc.result(), PerUser(all_ranks, all_top)) if per_user else acc.result()
 
 
+def top_ids(score_fn: ScoreFn, histories: np.ndarray, k: int = 10, mask_history: bool = True,
+            batch_size: int = 1024) -> torch.Tensor:  # fmt: skip
+    """Top-``k`` item ids ``[U, k]`` of a score function for every history."""
+    out = []
+    for i in range(0, len(histories), batch_size):
+        h = torch.from_numpy(trim_padding(histories[i : i + batch_size]))
+        out.append(mask_scores(score_fn(h), h, mask_history).topk(k, dim=-1).indices)
+    return torch.cat(out)
+
+
 def scorer_agreement(score_a: ScoreFn, score_b: ScoreFn, histories: np.ndarray, k: int = 10,
                      mask_history: bool = True, batch_size: int = 1024) -> float:  # fmt: skip
     """Mean top-``k`` overlap of two score functions on the same histories (e.g. a quantized
