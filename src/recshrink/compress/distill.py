@@ -36,7 +36,7 @@ from recshrink.data.split import Split, pad_left, training_pairs
 from recshrink.errors import RecshrinkError
 from recshrink.fsutil import atomic_path
 from recshrink.models.base import SeqRecModel
-from recshrink.train.config import LATER_DEFAULTS, TrainConfig, without_later_defaults
+from recshrink.train.config import LATER_DEFAULTS, TrainConfig
 from recshrink.train.losses import sample_negatives
 from recshrink.train.trainer import (
     TrainResult, fit, ground_truth_loss, item_popularity, state_digest,
@@ -417,8 +417,7 @@ def distill(
 
 
 __all__ = [
-    "DistillConfig", "DistillLoss", "LATER_DEFAULTS", "alignment", "build_teacher_cache",
-    "cache_batch_hook", "config_key", "distill", "init_items_from_teacher", "kd_kl",
-    "rank_weights", "ranking_kd", "tail_bias", "teacher_cache", "window_offsets",
-    "without_later_defaults",
+    "DistillConfig", "DistillLoss", "alignment", "build_teacher_cache", "cache_batch_hook",
+    "config_key", "distill", "init_items_from_teacher", "kd_kl", "rank_weights", "ranking_kd",
+    "tail_bias", "teacher_cache", "window_offsets",
 ]  # fmt: skip
