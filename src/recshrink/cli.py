@@ -164,6 +164,8 @@ def _train_options(f):
                      help="Multiply the learning rate by this on a validation plateau (1 = off)."),
         click.option("--lr-patience", type=int, default=2, show_default=True,
                      help="Evaluations without improvement before each lr decay."),
+        click.option("--min-lr", type=float, default=0.0, show_default=True,
+                     help="No lr decay goes below this rate."),
         click.option("--progress/--no-progress", default=True),
     ]  # fmt: skip
     for opt in reversed(opts):

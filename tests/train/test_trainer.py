@@ -114,13 +114,18 @@ def test_lr_decay_on_plateau_and_resume(tiny, tmp_path):
                progress=False)
     assert flat.epochs == 6 and all("lr" not in h for h in flat.history)
     assert TrainConfig().lr_decay == 1.0
+    # min_lr floors every decay (a decay each stale evaluation: 5e-13, then 4e-13 not 2.5e-13)
+    floor = fit(model(), split, dataclasses.replace(cfg, lr_patience=1, min_lr=4e-13),
+                tmp_path / "d", progress=False)
+    assert [h["lr"] for h in floor.history] == pytest.approx(
+        [1e-12, 5e-13, 4e-13, 4e-13, 4e-13, 4e-13], rel=1e-9)
 
 
 def test_later_options_leave_old_keys_alone():
     """Options added later are left out of resume/manifest keys at their old-behaviour value."""
     from recshrink.train.config import without_later_defaults
 
-    spec = {"train": {"lr": 0.002, "lr_decay": 1.0, "lr_patience": 2},
+    spec = {"train": {"lr": 0.002, "lr_decay": 1.0, "lr_patience": 2, "min_lr": 0.0},
             "distill": {"kd_tail": "plain", "top_m": 100}}
     assert without_later_defaults(spec) == {"train": {"lr": 0.002}, "distill": {"top_m": 100}}
     spec["train"]["lr_decay"] = 0.3

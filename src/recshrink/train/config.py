@@ -19,7 +19,7 @@ def check_ks(v: tuple[int, ...]) -> tuple[int, ...]:
 
 # Options added after runs were made, at the value that reproduces the earlier behaviour: left
 # out of resume and manifest keys, so runs made before the option existed still resume.
-LATER_DEFAULTS = {"kd_tail": "plain", "lr_decay": 1.0, "lr_patience": 2}
+LATER_DEFAULTS = {"kd_tail": "plain", "lr_decay": 1.0, "lr_patience": 2, "min_lr": 0.0}
 
 
 def without_later_defaults(obj):
@@ -60,6 +60,7 @@ class TrainConfig:
             without a better validation NDCG@10 (reduce on plateau; 1 = constant rate). The
             count restarts after each decay; early stopping still counts from the best epoch.
         lr_patience: Evaluations without improvement before each decay.
+        min_lr: No decay takes the learning rate below this (ReduceLROnPlateau's ``min_lr``).
     """
 
     epochs: int = Field(200, ge=1)
@@ -81,6 +82,7 @@ class TrainConfig:
     max_minutes: float | None = Field(None, gt=0)
     lr_decay: float = Field(1.0, gt=0, le=1)
     lr_patience: int = Field(2, ge=1)
+    min_lr: float = Field(0.0, ge=0)
 
     @field_validator("device")
     @classmethod

@@ -306,7 +306,7 @@ def fit(
                 bad, stale = bad + 1, stale + 1
                 if cfg.lr_decay < 1.0 and stale >= cfg.lr_patience:
                     for group in opt.param_groups:  # the rate lives in the optimizer's state
-                        group["lr"] *= cfg.lr_decay
+                        group["lr"] = max(group["lr"] * cfg.lr_decay, cfg.min_lr)
                     stale = 0
         if cfg.lr_decay < 1.0:
             entry["lr"] = opt.param_groups[0]["lr"]
