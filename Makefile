@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 RECSHRINK_DATA ?= ../shared/data
 export RECSHRINK_DATA
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench gpu-payload venv clean
 
 venv: $(STAMP)
 
@@ -31,3 +31,14 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/recshrink run recipes/beauty.yaml --out runs/beauty
 	$(BIN)/python benchmarks/update_docs.py runs/beauty/report.md --name beauty
+
+# Inputs of the GPU check (docs/benchmarks.md, "Running the GPU check"), from `make bench`'s run:
+# its teacher and students with real test histories in gpu_payload/, and the pydantic wheels the
+# GPU image lacks (Python 3.12) in .whl/. Both are git-ignored.
+WHEELS := pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+gpu-payload: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py prepare --teacher runs/beauty/teacher \
+	    --student runs/beauty/students/gru_student --student runs/beauty/students/cnn_student \
+	    --data $(RECSHRINK_DATA)/beauty/Beauty.txt
+	rm -rf .whl && $(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	    --implementation cp --platform manylinux2014_x86_64 -d .whl $(WHEELS)

@@ -6,9 +6,11 @@ Two halves:
 1. Here, on the CPU machine, pack what the GPU machine needs (model directories and real test
    histories; the GPU machine cannot see ``../shared``)::
 
-       python benchmarks/gpu_check.py prepare --teacher runs/beauty/teacher_lr5e4 \\
-           --student runs/beauty/gru_kd2 --student runs/beauty/cnn_kd \\
+       python benchmarks/gpu_check.py prepare --teacher runs/beauty/teacher \\
+           --student runs/beauty/students/gru_student --student runs/beauty/students/cnn_student \\
            --data ../shared/data/beauty/Beauty.txt
+
+   (``make gpu-payload`` runs this on ``make bench``'s models and fetches the wheels too.)
 
    It writes ``gpu_payload/`` (git-ignored, about 25 MB for Beauty).
 
