@@ -133,6 +133,11 @@ def test_tiny_cpu_benchmark_end_to_end(tmp_path):
     assert f"{s['vs_teacher']['ndcg@10']:.3f} ({lo:.3f}-{hi:.3f})" in md
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["teacher"] == "teacher"
     assert markdown(rep).count("\n| teacher | torch |") == 2
+    # a latency-only run (--no-quality) leaves the quality cells empty, never "nan"
+    bare = {**rep, "models": {k: {f: v for f, v in e.items() if f not in ("metrics", "vs_teacher")}
+                              for k, e in rep["models"].items()}}  # fmt: skip
+    row = next(x for x in markdown(bare).splitlines() if x.startswith("| student | torch |"))
+    assert "nan" not in markdown(bare) and row.split(" | ")[3:6] == ["", "", ""]
     with pytest.raises(RecshrinkError, match="unknown backend"):
         run_benchmark(models, data, split, backends=("tflite",))
 

@@ -15,6 +15,11 @@ def _fmt_bytes(n: int) -> str:
     return str(n)
 
 
+def _num(value: float | None, spec: str) -> str:
+    """``value`` formatted with ``spec``, or an empty cell when it was not measured."""
+    return "" if value is None else format(value, spec)
+
+
 def markdown(report: dict) -> str:
     """``report.md``: one row per model and backend, then latency by batch size."""
     dev = report["settings"]["device"]
@@ -23,7 +28,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"# Benchmark ({dev})", "",
         f"Machine: {m.get('gpu') or m.get('processor')} · {m.get('platform')} · torch "
-        f"{m.get('torch')} · {m.get('threads')} threads. Teacher: `{report['teacher']}`. "
+        f"{m.get('torch')} · threads: {m.get('threads')}. Teacher: `{report['teacher']}`. "
         f"Inputs: {report['settings']['inputs']}; {report['settings']['io']}.", "",
         "| model | backend | size | NDCG@10 | F1@10 | retention (95% CI) | fidelity@10 | "
         "p50@1 (µs) | "
@@ -40,9 +45,9 @@ def markdown(report: dict) -> str:
             thr = e["throughput"][dev][backend].get(top)
             lines.append(
                 f"| {label} | {backend} | {_fmt_bytes(e['bytes'])} | "
-                f"{met.get('ndcg@10', float('nan')):.4f} | {met.get('f1@10', float('nan')):.4f} | "
+                f"{_num(met.get('ndcg@10'), '.4f')} | {_num(met.get('f1@10'), '.4f')} | "
                 f"{ret_cell} | {e.get('fidelity@10', '')} | "
-                f"{one.get('p50', float('nan')):.0f} | {one.get('p99', float('nan')):.0f} | "
+                f"{_num(one.get('p50'), '.0f')} | {_num(one.get('p99'), '.0f')} | "
                 f"{'' if thr is None else f'{thr:,.0f}'} |"
             )  # fmt: skip
     batches = report["settings"]["batches"]
