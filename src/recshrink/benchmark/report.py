@@ -125,6 +125,7 @@ def plots(report: dict, out_dir: Path, batch: str = "1") -> list[Path]:
         ax.step([pts[i][0] for i in order], [pts[i][1] for i in order], "k--", lw=1,
                 where="post")  # fmt: skip
         ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
         ax.set_xlabel(f"p50 latency at batch {batch} (µs, log scale, {dev})")
         ax.set_ylabel("NDCG@10 (test, full ranking)")
         ax.set_title("Latency vs ranking quality: marker area = artifact size, "
@@ -139,12 +140,22 @@ def plots(report: dict, out_dir: Path, batch: str = "1") -> list[Path]:
         return written
     fig, ax = plt.subplots(figsize=(10, 5.5), dpi=120)
     batches = report["settings"]["batches"]
-    for label, e in report["models"].items():
+    # one colour per model, one line style and marker per backend: 15+ lines stay apart
+    cmap = plt.get_cmap("tab20")
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1, 1, 1)), "v"),
+              ((0, (1, 3)), "P")]  # fmt: skip
+    backends = sorted({b for e in report["models"].values() for b in e["latency_us"].get(dev, {})})
+    for i, (label, e) in enumerate(report["models"].items()):
         for backend, lat in e["latency_us"].get(dev, {}).items():
             xs = [b for b in batches if str(b) in lat]
-            ax.plot(xs, [lat[str(b)]["p50"] for b in xs], marker="o", label=f"{label} · {backend}")
+            ls, mk = styles[backends.index(backend) % len(styles)]
+            ax.plot(xs, [lat[str(b)]["p50"] for b in xs], ls=ls, marker=mk, color=cmap(i % 20),
+                    label=f"{label} · {backend}")  # fmt: skip
     ax.set_xscale("log", base=2)
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.xaxis.set_minor_locator(_null_locator())
     ax.set_yscale("log")
+    _plain_log_ticks(ax.yaxis)
     ax.set_xlabel("batch size (users)")
     ax.set_ylabel("p50 latency per batch (µs)")
     ax.set_title(f"Latency vs batch size ({dev})")
@@ -154,6 +165,21 @@ def plots(report: dict, out_dir: Path, batch: str = "1") -> list[Path]:
     written.append(_save(fig, out_dir / "latency_vs_batch.png"))
     plt.close(fig)
     return written
+
+
+def _null_locator():
+    from matplotlib.ticker import NullLocator
+
+    return NullLocator()
+
+
+def _plain_log_ticks(axis) -> None:
+    """Ticks of a log axis at 1, 2 and 5 per decade, written as plain numbers (no 3x10^2)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _save(fig, path: Path) -> Path:
