@@ -89,6 +89,7 @@ def plots(report: dict, out_dir: Path, batch: str = "1") -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     dev = report["settings"]["device"]
     written = []
@@ -153,7 +154,7 @@ def plots(report: dict, out_dir: Path, batch: str = "1") -> list[Path]:
                     label=f"{label} · {backend}")  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_xticks(batches, [str(b) for b in batches])
-    ax.xaxis.set_minor_locator(_null_locator())
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_yscale("log")
     _plain_log_ticks(ax.yaxis)
     ax.set_xlabel("batch size (users)")
@@ -165,12 +166,6 @@ def plots(report: dict, out_dir: Path, batch: str = "1") -> list[Path]:
     written.append(_save(fig, out_dir / "latency_vs_batch.png"))
     plt.close(fig)
     return written
-
-
-def _null_locator():
-    from matplotlib.ticker import NullLocator
-
-    return NullLocator()
 
 
 def _plain_log_ticks(axis) -> None:
