@@ -48,7 +48,7 @@ def markdown(report: dict) -> str:
                 f"{_num(met.get('ndcg@10'), '.4f')} | {_num(met.get('f1@10'), '.4f')} | "
                 f"{ret_cell} | {e.get('fidelity@10', '')} | "
                 f"{_num(one.get('p50'), '.0f')} | {_num(one.get('p99'), '.0f')} | "
-                f"{'' if thr is None else f'{thr:,.0f}'} |"
+                f"{_num(thr, ',.0f')} |"
             )  # fmt: skip
     batches = report["settings"]["batches"]
     lines += ["", "## p50 latency (µs) by batch size", "",
