@@ -27,7 +27,7 @@ def main(paths: list[str]) -> None:
                   f"| {_f(x['f1@10'])} | {_f(x['mrr'])} "
                   f"| {_f(x.get('shift', {}).get('ndcg@10'))} "
                   f"| {_f(x.get('stable', {}).get('ndcg@10'))} | {_f(m.get('retention'), 3)} "
-                  f"| {_f(m.get('vs_baseline'), 3)} | {_f(m.get('agreement@10'), 3)} "
+                  f"| {_f(m.get('vs_baseline'), 3)} | {_f(m.get('fidelity@10', m.get('agreement@10')), 3)} "
                   f"| {_f(m.get('train_seconds'), 0)} | {tr.get('epochs', '–')} |")
 
 

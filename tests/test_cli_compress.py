@@ -63,7 +63,7 @@ def test_rowwise_quantize_cli(tmp_path, trained, data_file):
 
 def test_export_then_recommend(exported, trained, tmp_path):
     info = json.loads(exported.with_name("gru.export.json").read_text())
-    assert info["agreement@10"] == 1.0 and info["trt_compatible"] is True
+    assert info["export_agreement@10"] == 1.0 and info["trt_compatible"] is True
     result = invoke("recommend", "--model", exported, "--history", "101 108 115", "-k", "3")
     assert result.exit_code == 0, result.output
     line = json.loads(result.stdout.splitlines()[0])

@@ -13,9 +13,12 @@ from recshrink.metrics import (
     interest_f1,
     interest_shift_mask,
     is_interest_shift,
+    informative_attrs,
     mask_scores,
+    nonfinite_rows,
     paired_bootstrap,
     per_user_metric,
+    rank_scores,
     ranking_metrics,
     target_ranks,
 )
@@ -77,10 +80,53 @@ def test_target_ranks_ties_and_padding_column() -> None:
     targets = torch.tensor([2, 4, 3, 1])
     ranks = target_ranks(scores, targets)
     assert ranks.dtype == torch.long
-    # 2 and 4 tie at 0.5 -> both rank 0; 0.3 is beaten by two 0.5s; 0.1 by four items.
-    assert ranks.tolist() == [0, 0, 2, 4]
+    # 2 and 4 tie at 0.5 -> each ranks behind the other (pessimistic): rank 1; 0.3 is beaten by
+    # two 0.5s; 0.1 by four items.
+    assert ranks.tolist() == [1, 1, 2, 4]
+    expected = target_ranks(scores, targets, ties="expected")
+    assert expected.dtype == torch.float64
+    assert expected.tolist() == [0.5, 0.5, 2.0, 4.0]  # one tie: half a place behind
     with pytest.raises(ValueError):
         target_ranks(scores, torch.tensor([0, 1, 1, 1]))
+    with pytest.raises(ValueError, match="ties"):
+        target_ranks(scores, targets, ties="optimistic")
+
+
+def test_constant_and_nan_scores_cannot_flatter() -> None:
+    """Constant scores rank every target last among the N items; a NaN anywhere is a miss."""
+    n = 6
+    const = torch.zeros(3, n + 1)  # [3, 7]: every item ties
+    targets = torch.tensor([1, 4, 6])
+    assert target_ranks(const, targets).tolist() == [5, 5, 5]  # N - 1: behind 5 tied items
+    assert target_ranks(const, targets, ties="expected").tolist() == [2.5, 2.5, 2.5]
+    assert ranking_metrics(target_ranks(const, targets), ks=(5,))["hr@5"] == 0.0
+    nan = torch.tensor([[0.0, 0.9, float("nan"), 0.1, 0.2, 0.3, 0.4],   # NaN elsewhere
+                        [0.0, float("nan"), 0.5, 0.1, 0.2, 0.3, 0.4],   # NaN target
+                        [0.0, 0.1, float("inf"), 0.1, 0.2, 0.3, 0.4],   # +inf elsewhere
+                        [0.0, 0.9, float("-inf"), 0.1, 0.2, 0.3, 0.4]])  # -inf: masked, fine
+    tg = torch.tensor([1, 1, 1, 1])
+    assert target_ranks(nan, tg).tolist() == [6, 6, 6, 0]  # N: a miss at any cutoff
+    assert nonfinite_rows(nan).tolist() == [True, True, True, False]
+    ranked = rank_scores(nan, tg, torch.tensor([[0, 2]] * 4))
+    assert ranked.nonfinite.tolist() == [True, True, True, False]
+    assert ranked.ranks.tolist() == [6, 6, 6, 0]
+    assert torch.isneginf(ranked.scores[:, [0, 2]]).all()  # padding and excluded ids masked
+    acc = MetricAccumulator(ks=(1,))
+    acc.update(ranked.ranks, nonfinite=ranked.nonfinite)
+    res = acc.result()
+    assert res["nonfinite_users"] == 3 and res["hr@1"] == 0.25
+
+
+def test_informative_attrs_drops_root_categories() -> None:
+    """An attribute on more than half the items is dropped; the rest stay, sets per item."""
+    table = [frozenset(), frozenset({1, 7}), frozenset({1, 8}), frozenset({1}), frozenset({1, 7}),
+             frozenset()]  # attribute 1 on 4 of 5 items, 7 on 2 of 5
+    kept, dropped = informative_attrs(table)
+    assert dropped == [1]
+    assert kept == [frozenset(), frozenset({7}), frozenset({8}), frozenset(), frozenset({7}),
+                    frozenset()]
+    same, none = informative_attrs(ATTRS)
+    assert none == [] and same == ATTRS
 
 
 def test_ranking_metrics_by_hand() -> None:
@@ -131,19 +177,24 @@ def test_end_to_end_pipeline() -> None:
     scores = torch.tensor(
         [
             [5.0, 0.9, 0.1, 0.8, 0.7],  # history {1}; target 3 -> rank 0
-            [5.0, 0.2, 0.9, 0.4, 0.4],  # history {}; target 4 ties 3 -> rank 1
+            [5.0, 0.2, 0.9, 0.4, 0.4],  # history {}; target 4 ties 3 -> rank 2 (behind it)
             [5.0, 0.3, 0.2, 0.1, 0.9],  # history {4}; target 4 -> masked, rank 4
         ]
     )  # [3, 5], N = 4
     history = torch.tensor([[0, 1], [0, 0], [0, 4]])
     targets = torch.tensor([3, 4, 4])
     ranks = target_ranks(mask_scores(scores, history), targets)
-    assert ranks.tolist() == [0, 1, 4]
+    assert ranks.tolist() == [0, 2, 4]
     m = ranking_metrics(ranks, ks=(1, 2))
     assert m["hr@1"] == pytest.approx(1 / 3)
+    assert m["hr@2"] == pytest.approx(1 / 3)  # the tied target is not in the top 2
+    assert m["ndcg@2"] == pytest.approx((1 + 0 + 0) / 3)
+    assert m["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 5) / 3)
+    # expected ties: the tied target is half a place behind 3, at rank 1.5
+    m = ranking_metrics(target_ranks(mask_scores(scores, history), targets, "expected"), ks=(2,))
     assert m["hr@2"] == pytest.approx(2 / 3)
-    assert m["ndcg@2"] == pytest.approx((1 + 1 / math.log2(3) + 0) / 3)
-    assert m["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 5) / 3)
+    assert m["ndcg@2"] == pytest.approx((1 + 1 / math.log2(3.5) + 0) / 3)
+    assert m["mrr"] == pytest.approx((1 + 1 / 2.5 + 1 / 5) / 3)
 
 
 def test_interest_f1_by_hand() -> None:

@@ -44,7 +44,7 @@ def test_recipe_end_to_end(tmp_path):
                                            abs=1e-4)
     assert s["vs_baseline"] == pytest.approx(
         s["metrics"]["ndcg@10"] / b["metrics"]["ndcg@10"], abs=1e-3)
-    assert s["baseline"] == "g_alone" and 0.0 <= s["agreement@10"] <= 1.0
+    assert s["baseline"] == "g_alone" and 0.0 <= s["fidelity@10"] <= 1.0
     student, meta = load_model(tmp_path / "students" / "g_kd")
     assert meta.steps[0]["type"] == "distill" and meta.steps[0]["teacher"] == "t"
     assert student.num_params() == s["params"] == 41 * 8 + 3 * (8 * 8 * 2 + 16)
@@ -76,7 +76,7 @@ def test_recipe_compression_stages_and_gate(tmp_path):
     assert m["g_int8"]["vs_parent"] == pytest.approx(
         m["g_int8"]["metrics"]["ndcg@10"] / m["g_kd"]["metrics"]["ndcg@10"], abs=1e-3)
     exp = m["g_kd"]["export"]
-    assert exp["agreement@10"] == 1.0 and exp["trt_compatible"] and exp["bytes"] > 0
+    assert exp["export_agreement@10"] == 1.0 and exp["trt_compatible"] and exp["bytes"] > 0
     assert exp["quantized"]["fp16"]["agreement@10"] >= 0.9
     assert m["g_int8"]["export"]["trt_compatible"]  # the INT8 table is DequantizeLinear
     assert "torch" in m["t"]["latency_us"]["cpu"] and "1" in m["t"]["latency_us"]["cpu"]["torch"]
@@ -87,7 +87,7 @@ def test_recipe_compression_stages_and_gate(tmp_path):
     raw2 = json.loads(json.dumps(TINY))
     raw2["baselines"] = []
     raw2["gates"] = {"min_retention": {"g_kd": 50.0}}
-    with pytest.raises(RecshrinkError, match="quality gate failed: g_kd retention"):
+    with pytest.raises(RecshrinkError, match="quality gate failed: g_kd validation retention"):
         run_recipe(parse_recipe(raw2), tmp_path / "gated", progress=False)
 
 
@@ -158,9 +158,16 @@ def test_search_picks_the_fastest_trial_within_the_drop(tmp_path):
         "gru_tiny-p0-none", "gru_tiny-p0-int8", "gru_tiny-p0-dynamic"]  # fmt: skip
     ok = [t for t in s["trials"] if t["meets"]]
     assert s["best"] == min(ok, key=lambda t: t["p50"])["id"]
-    t0 = report["models"]["t"]["metrics"]["ndcg@10"]
+    # validation chooses: the floor is the teacher's validation NDCG@10, trials meet it on
+    # validation; test numbers are reported beside them
+    tv = report["models"]["t"]["valid"]["ndcg@10"]
+    tt = report["models"]["t"]["metrics"]["ndcg@10"]
+    assert s["split"] == "valid" and s["floor"] == pytest.approx(tv * (1 - 0.99), abs=1e-6)
     for t in s["trials"]:
-        assert t["drop"] == pytest.approx(1 - t["ndcg@10"] / t0, abs=1e-3)
+        assert t["ndcg@10"] == t["valid"]["ndcg@10"]
+        assert t["drop"] == pytest.approx(1 - t["valid"]["ndcg@10"] / tv, abs=1e-3)
+        assert t["test_drop"] == pytest.approx(1 - t["test"]["ndcg@10"] / tt, abs=1e-3)
+        assert t["meets"] == (t["valid"]["ndcg@10"] >= s["floor"])
         assert (tmp_path / "search" / "trials" / f"{t['id']}.onnx").is_file()
     int8 = next(t for t in s["trials"] if t["id"] == "gru_tiny-p0-int8")
     none = next(t for t in s["trials"] if t["id"] == "gru_tiny-p0-none")
@@ -172,15 +179,18 @@ def test_search_picks_the_fastest_trial_within_the_drop(tmp_path):
     assert "MatMulInteger" in ops and "MatMulInteger" not in {n.op_type for n in __import__(
         "onnx").load(str(tmp_path / "search" / "trials" / "gru_tiny-p0-none.onnx")).graph.node}
     assert "## Search" in (tmp_path / "report.md").read_text()
-    bench = json.loads((tmp_path / "benchmark.json").read_text())
-    assert bench["quality_floor"] == pytest.approx(s["floor"])  # drawn on pareto.png
+    assert "valid NDCG@10" in (tmp_path / "report.md").read_text()
+    # every model has valid and test metrics
+    assert all("valid" in e and "metrics" in e for e in report["models"].values())
     # an impossible budget: the search says that no trial meets it
     raw["search"]["max_drop"] = 0.0
     raw["search"]["max_trials"] = 1
     del raw["benchmark"]
     s2 = run_recipe(parse_recipe(raw), tmp_path, progress=False)["search"]  # models reused
     if not s2["trials"][0]["meets"]:
-        assert s2["best"] is None and s2["message"].startswith("no trial keeps ndcg@10")
+        assert s2["best"] is None and s2["message"].startswith("no trial keeps validation ndcg@10")
+    md = (tmp_path / "report.md").read_text()  # a search without a benchmark writes its table
+    assert md.startswith("# Search") and s2["trials"][0]["id"] in md
 
 
 def test_prune_recovery_never_reinitialises_the_item_table(tmp_path):
@@ -268,7 +278,10 @@ def test_search_over_a_trained_student_directory(tmp_path):
     s = run_recipe(parse_recipe(raw), tmp_path / "search", progress=False)["search"]
     assert [t["id"] for t in s["trials"]] == ["g_kd-p0-none", "g_kd-p0-dynamic"]
     none = s["trials"][0]
-    assert none["ndcg@10"] == pytest.approx(first["models"]["g_kd"]["metrics"]["ndcg@10"], abs=1e-4)
+    assert none["valid"]["ndcg@10"] == pytest.approx(first["models"]["g_kd"]["valid"]["ndcg@10"],
+                                                     abs=1e-4)  # fmt: skip
+    assert none["test"]["ndcg@10"] == pytest.approx(first["models"]["g_kd"]["metrics"]["ndcg@10"],
+                                                    abs=1e-4)  # fmt: skip
     assert none["steps"][0]["type"] == "distill"  # the student's own steps, as it was made
     assert not (tmp_path / "search" / "search" / "students").exists()  # nothing distilled
     raw["search"]["students"] = [str(tmp_path / "missing" / "dir")]

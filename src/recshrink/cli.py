@@ -272,6 +272,19 @@ def distill(teacher_path, student_name, out, kd, cache_dir, args, progress, data
             extra={"teacher": str(teacher_path), "losses": summary["losses"]})
 
 
+def _protocol_options(f):
+    """``--ties`` and ``--mask-scope``: the ranking protocol (defaults from EvalSpec)."""
+    from recshrink.recipe import EvalSpec
+
+    ev = EvalSpec()
+    f = click.option("--mask-scope", type=click.Choice(["full", "window"]), default=ev.mask_scope,
+                     show_default=True, help="Mask every item before the target (full) or only "
+                     "the model's last max_len items (window).")(f)  # fmt: skip
+    return click.option("--ties", type=click.Choice(["pessimistic", "expected"]), default=ev.ties,
+                        show_default=True, help="A tied target ranks behind its ties "
+                        "(pessimistic) or at the expected rank of random tie-breaking.")(f)  # fmt: skip
+
+
 @main.command("evaluate")
 @click.option("--model", "model_path", required=True, type=click.Path(path_type=Path),
               help="Model directory or .pt file.")
@@ -285,7 +298,8 @@ def distill(teacher_path, student_name, out, kd, cache_dir, args, progress, data
               help="Bootstrap resamples for --against.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Write the metrics to this JSON file.")
-def evaluate_cmd(model_path, which, against_path, resamples, out, **kw) -> None:
+@_protocol_options
+def evaluate_cmd(model_path, which, against_path, resamples, out, ties, mask_scope, **kw) -> None:
     """Full-ranking metrics of a trained model on the data's leave-one-out split."""
     from recshrink.data.split import leave_one_out
     from recshrink.fsutil import write_json
@@ -304,26 +318,30 @@ def evaluate_cmd(model_path, which, against_path, resamples, out, **kw) -> None:
         check_compatible(reference, ds, str(against_path))
     split = leave_one_out(ds, dspec.max_len, dspec.shift_window)
     es = split.test if which == "test" else split.valid
-    metrics, per_user = evaluate(model_scorer(model), es, ds.item_attrs, per_user=True)
+    proto = {"ties": ties, "mask_scope": mask_scope}
+    metrics, per_user = evaluate(model_scorer(model), es, ds.item_attrs, per_user=True, **proto)
     _print_metrics(f"{meta.arch} ({which})", metrics)
+    if metrics.get("nonfinite_users"):
+        click.echo(f"warning: {metrics['nonfinite_users']:,} of {metrics['count']:,} users had "
+                   "NaN or infinite scores (counted as misses)", err=True)  # fmt: skip
     if meta.data_fingerprint and meta.data_fingerprint != ds.fingerprint():
         click.echo("warning: the model was trained on data with another fingerprint", err=True)
     result = {"model": str(model_path), "split": which, "dataset": dataset_entry(ds),
-              "metrics": metrics}  # fmt: skip
+              "protocol": {**proto, "users": len(es)}, "metrics": metrics}  # fmt: skip
     if reference is not None:
         result["against"] = {"model": str(against_path),
-                             **_paired_retention(per_user.ranks, reference, es, resamples)}  # fmt: skip
+                             **_paired_retention(per_user.ranks, reference, es, resamples, proto)}  # fmt: skip
     if out:
         write_json(out, result)
 
 
-def _paired_retention(ranks, reference, eval_set, resamples: int) -> dict:
+def _paired_retention(ranks, reference, eval_set, resamples: int, proto: dict) -> dict:
     """Retention of ``reference``'s NDCG@10 and HR@10 by a model whose per-user test ranks are
     ``ranks``, with paired-bootstrap intervals (printed)."""
     from recshrink.metrics import rank_retention
     from recshrink.train.evaluate import evaluate, model_scorer
 
-    ref_ranks = evaluate(model_scorer(reference), eval_set, per_user=True)[1].ranks
+    ref_ranks = evaluate(model_scorer(reference), eval_set, per_user=True, **proto)[1].ranks
     out = {}
     for name in ("ndcg", "hr"):
         try:
@@ -636,6 +654,9 @@ def recommend(model_path, histories, k, device) -> None:
                                "scores": [None if s != s else round(float(s), 4) for s in sc]}))
     if rec.unknown:
         click.echo(f"note: {rec.unknown} unknown item id(s) skipped", err=True)
+    if rec.nonfinite:
+        click.echo(f"warning: {rec.nonfinite:,} of {len(parsed):,} histories had NaN or infinite "
+                   "scores (no items returned)", err=True)  # fmt: skip
 
 
 @main.command()
@@ -657,8 +678,9 @@ def recommend(model_path, histories, k, device) -> None:
 @click.option("--teacher", default=None, help="Label of the reference model (default: first).")
 @click.option("--no-quality", is_flag=True, help="Skip ranking quality (latency only).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Report directory.")
+@_protocol_options
 def benchmark(models, backends, device, batches, threads, budget, dtype, teacher, no_quality, out,
-              **kw) -> None:  # fmt: skip
+              ties, mask_scope, **kw) -> None:  # fmt: skip
     """Latency, throughput, memory, size and quality through the serving backend, side by side."""
     from recshrink.benchmark.report import write_report
     from recshrink.benchmark.run import run_benchmark
@@ -685,7 +707,8 @@ def benchmark(models, backends, device, batches, threads, budget, dtype, teacher
     split = leave_one_out(ds, dspec.max_len, dspec.shift_window)
     report = run_benchmark(pairs, ds, split, backends=tuple(b.strip() for b in backends.split(",")),
                            device=device, batches=bs, threads=threads, budget_s=budget,
-                           dtype=dtype, teacher=teacher, quality=not no_quality)  # fmt: skip
+                           dtype=dtype, teacher=teacher, quality=not no_quality,
+                           ties=ties, mask_scope=mask_scope)  # fmt: skip
     report["dataset"] = {**ds.stats(), "fingerprint": ds.fingerprint()}
     for path in write_report(report, out):
         click.echo(f"wrote {path}")

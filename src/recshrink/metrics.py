@@ -19,7 +19,7 @@ attribute sets (e.g. categories) of the top-K items with the target's attributes
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -28,14 +28,19 @@ from torch import Tensor
 __all__ = [
     "MetricAccumulator",
     "interest_f1",
+    "informative_attrs",
     "interest_shift_mask",
     "is_interest_shift",
     "mask_scores",
     "paired_bootstrap",
+    "nonfinite_rows",
     "per_user_metric",
     "rank_retention",
+    "rank_scores",
     "ranking_metrics",
     "target_ranks",
+    "TIES",
+    "Ranked",
 ]
 
 _RANK_KEYS = ("hr", "ndcg", "precision", "recall", "f1", "mrr")
@@ -86,38 +91,111 @@ def mask_scores(scores: Tensor, history: Tensor | None, mask_history: bool = Tru
     return out
 
 
-def target_ranks(scores: Tensor, targets: Tensor) -> Tensor:
-    """0-based rank of each target among all real items.
+TIES = ("pessimistic", "expected")
 
-    The rank is the number of items (ids ``1..N``; column 0 is never counted) whose
-    score is strictly greater than the target's score, so ties do not count against
-    the target. A target whose score is ``-inf`` (e.g. masked because it was in the
-    history) gets rank ``N``, a miss at any cutoff.
+
+def nonfinite_rows(scores: Tensor) -> Tensor:
+    """``[B]`` bool: rows whose scores over the real items (ids ``1..N``) hold a NaN or ``+inf``.
+
+    ``-inf`` is not flagged: it is how masked items (and items a top-K-only output did not
+    return) are written, and a target at ``-inf`` is a miss anyway.
+    """
+    real = scores[:, 1:]  # [B, N]
+    return (torch.isnan(real) | torch.isposinf(real)).any(dim=1)
+
+
+def target_ranks(scores: Tensor, targets: Tensor, ties: str = "pessimistic") -> Tensor:
+    """0-based rank of each target among all real items; ties and non-finite scores never help.
+
+    With ``g`` items (ids ``1..N``; column 0 is never counted) scoring strictly above the
+    target and ``e`` *other* items scoring equal to it:
+
+    - ``ties="pessimistic"`` (default): rank ``g + e``, the target behind every item it ties
+      with. A constant-score model ranks every target at ``N - 1``.
+    - ``ties="expected"``: rank ``g + e / 2`` (float), the expected rank under random
+      tie-breaking; metrics are then taken at that rank.
+
+    A row that is non-finite (:func:`nonfinite_rows`: NaN or ``+inf`` anywhere) and a target at
+    ``-inf`` (e.g. masked because it was in the history) get rank ``N``, a miss at any cutoff.
 
     Args:
         scores: Float scores, shape ``[B, N+1]`` (usually from :func:`mask_scores`).
         targets: Target item ids in ``[1, N]``, shape ``[B]``.
+        ties: ``"pessimistic"`` or ``"expected"``.
 
     Returns:
-        Int64 tensor of shape ``[B]`` on the device of ``scores``.
+        ``[B]`` on the device of ``scores``: int64 for ``pessimistic``, float64 for ``expected``.
 
     Raises:
-        ValueError: On bad shapes or target ids outside ``[1, N]``.
+        ValueError: On bad shapes, target ids outside ``[1, N]`` or an unknown tie policy.
     """
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {', '.join(TIES)}, got {ties!r}")
     if scores.dim() != 2:
         raise ValueError(f"scores must be 2-D [B, N+1], got shape {tuple(scores.shape)}")
     num_items = scores.shape[1] - 1
+    dtype = torch.long if ties == "pessimistic" else torch.float64
     tgt = targets.to(device=scores.device, dtype=torch.long).reshape(-1)  # [B]
     if tgt.shape[0] != scores.shape[0]:
         raise ValueError(f"targets must have {scores.shape[0]} entries, got {tgt.shape[0]}")
     if tgt.numel() == 0:
-        return torch.zeros(0, dtype=torch.long, device=scores.device)
+        return torch.zeros(0, dtype=dtype, device=scores.device)
     if int(tgt.min()) < 1 or int(tgt.max()) > num_items:
         raise ValueError(f"target ids must lie in [1, {num_items}]")
     target_score = scores.gather(1, tgt.unsqueeze(1))  # [B, 1]
-    ranks = (scores[:, 1:] > target_score).sum(dim=1)  # [B]
-    missed = torch.isneginf(target_score.squeeze(1))  # [B]
-    return torch.where(missed, torch.full_like(ranks, num_items), ranks).long()
+    real = scores[:, 1:]  # [B, N]
+    greater = (real > target_score).sum(dim=1)  # [B]
+    equal = (real == target_score).sum(dim=1) - 1  # [B], other items tied with the target
+    if ties == "pessimistic":
+        ranks = greater + equal
+    else:
+        ranks = greater.double() + equal.double() / 2.0
+    missed = torch.isneginf(target_score.squeeze(1)) | nonfinite_rows(scores)  # [B]
+    return torch.where(missed, torch.full_like(ranks, num_items), ranks).to(dtype)
+
+
+class Ranked(NamedTuple):
+    """What :func:`rank_scores` gives for one batch.
+
+    Attributes:
+        scores: ``[B, N+1]`` the masked scores (``-inf`` at padding and excluded items), for
+            top-K lists.
+        ranks: ``[B]`` target ranks (:func:`target_ranks`).
+        nonfinite: ``[B]`` bool, rows with a NaN or ``+inf`` score (counted as misses).
+    """
+
+    scores: Tensor
+    ranks: Tensor
+    nonfinite: Tensor
+
+
+def rank_scores(
+    scores: Tensor,
+    targets: Tensor,
+    exclude: Tensor | None,
+    *,
+    ties: str = "pessimistic",
+) -> Ranked:
+    """The one ranking and masking helper every scoring path goes through.
+
+    Masks the padding column and the ``exclude`` ids of each row (the user's history: the whole
+    history or the model's window, as the caller chose), flags non-finite rows and ranks the
+    targets with the tie policy.
+
+    Args:
+        scores: Raw scores over all items, ``[B, N+1]``.
+        targets: Target ids in ``[1, N]``, ``[B]``.
+        exclude: Item ids to mask per row, ``[B, S]`` int64 padded with 0, or None (only the
+            padding column is masked).
+        ties: ``"pessimistic"`` (default) or ``"expected"``; see :func:`target_ranks`.
+
+    Returns:
+        :class:`Ranked` (masked scores, ranks, non-finite flags).
+    """
+    masked = mask_scores(scores, exclude, mask_history=exclude is not None)  # [B, N+1]
+    bad = nonfinite_rows(scores)  # [B], on the raw scores: a masked NaN still flags the row
+    ranks = target_ranks(masked, targets, ties)
+    return Ranked(masked, torch.where(bad, torch.full_like(ranks, scores.shape[1] - 1), ranks), bad)
 
 
 def _to_int_array(values: Tensor | np.ndarray | Sequence[int], name: str) -> np.ndarray:
@@ -131,6 +209,15 @@ def _to_int_array(values: Tensor | np.ndarray | Sequence[int], name: str) -> np.
         if not np.all(np.equal(np.mod(arr, 1), 0)):
             raise ValueError(f"{name} must contain integers")
     return arr.astype(np.int64)
+
+
+def _to_rank_array(values: Tensor | np.ndarray | Sequence[float]) -> np.ndarray:
+    """Target ranks as a 1-D float64 array: integers (pessimistic ties) or halves (expected)."""
+    arr = values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
+    arr = arr.reshape(-1).astype(np.float64)
+    if arr.size and not np.isfinite(arr).all():
+        raise ValueError("ranks must be finite")
+    return arr
 
 
 def _to_2d_int_array(values: Tensor | np.ndarray | Sequence[Sequence[int]], name: str) -> np.ndarray:
@@ -147,10 +234,10 @@ def _to_2d_int_array(values: Tensor | np.ndarray | Sequence[Sequence[int]], name
 def _per_user_ranking(ranks: np.ndarray, k: int) -> dict[str, np.ndarray]:
     """Per-user ranking values at cutoff ``k`` (arrays of shape ``[B]``)."""
     hit = (ranks < k).astype(np.float64)  # [B]
-    inv_rank = 1.0 / (ranks.astype(np.float64) + 1.0)  # [B]
+    inv_rank = 1.0 / (ranks + 1.0)  # [B]
     return {
         "hr": hit,
-        "ndcg": hit / np.log2(ranks.astype(np.float64) + 2.0),
+        "ndcg": hit / np.log2(ranks + 2.0),
         "precision": hit / k,
         "recall": hit,
         # P = hit/K, R = hit  ->  2PR/(P+R) = 2*hit/(K+1); 0 when no hit.
@@ -172,7 +259,8 @@ def ranking_metrics(
     and ``count`` (number of users, an int). Empty input gives zeros and count 0.
 
     Args:
-        ranks: 0-based target ranks, shape ``[B]`` (see :func:`target_ranks`).
+        ranks: 0-based target ranks, shape ``[B]`` (see :func:`target_ranks`): integers, or
+            halves under expected tie-breaking.
         ks: Cutoffs, each >= 1.
         num_items: If given, ranks are checked to lie in ``[0, num_items]``.
 
@@ -182,18 +270,18 @@ def ranking_metrics(
     Raises:
         ValueError: On negative/out-of-range ranks or a cutoff < 1.
     """
-    r = _to_int_array(ranks, "ranks")  # [B]
+    r = _to_rank_array(ranks)  # [B]
     _check_ks(ks)
-    if r.size and int(r.min()) < 0:
+    if r.size and r.min() < 0:
         raise ValueError("ranks must be >= 0")
-    if num_items is not None and r.size and int(r.max()) > num_items:
+    if num_items is not None and r.size and r.max() > num_items:
         raise ValueError(f"ranks must be <= num_items={num_items}")
     out: dict[str, float] = {}
     for k in ks:
         per_user = _per_user_ranking(r, int(k))
         for key in _RANK_KEYS:
             out[f"{key}@{k}"] = float(per_user[key].mean()) if r.size else 0.0
-    out["mrr"] = float((1.0 / (r.astype(np.float64) + 1.0)).mean()) if r.size else 0.0
+    out["mrr"] = float((1.0 / (r + 1.0)).mean()) if r.size else 0.0
     out["count"] = int(r.size)
     return out
 
@@ -204,7 +292,7 @@ def per_user_metric(ranks: Tensor | np.ndarray | Sequence[int], name: str, k: in
     if name not in _RANK_KEYS:
         raise ValueError(f"unknown metric {name!r}; choose one of: {', '.join(_RANK_KEYS)}")
     _check_ks((k,))
-    return _per_user_ranking(_to_int_array(ranks, "ranks"), int(k))[name]
+    return _per_user_ranking(_to_rank_array(ranks), int(k))[name]
 
 
 def paired_bootstrap(
@@ -364,6 +452,40 @@ def interest_f1(
     return out
 
 
+ATTR_MAX_SHARE = 0.5  # attributes on more than this share of the items say nothing of interest
+
+
+def informative_attrs(
+    item_attrs: Sequence[frozenset[int]], max_share: float = ATTR_MAX_SHARE
+) -> tuple[list[frozenset[int]], list[int]]:
+    """The attribute table without the attributes that nearly every item carries.
+
+    An attribute on more than ``max_share`` of the real items (a root category such as
+    "Beauty" on every Amazon item) tells nothing about a user's interest: with it, every target
+    "shares an attribute" with every history, so no case is an interest shift and interest F1
+    is trivially high. Such attributes are left out of the shift/stable decision and of
+    interest F1.
+
+    Args:
+        item_attrs: ``item_attrs[i]`` is the attribute set of item id ``i`` (index 0 padding).
+        max_share: Largest share of items an attribute may be on and still count.
+
+    Returns:
+        ``(table, dropped)``: the filtered table (same length) and the dropped attribute ids,
+        sorted. The table is ``item_attrs`` itself when nothing is dropped.
+    """
+    n = max(1, len(item_attrs) - 1)
+    counts: dict[int, int] = {}
+    for attrs in item_attrs[1:]:
+        for a in attrs or ():
+            counts[a] = counts.get(a, 0) + 1
+    dropped = sorted(a for a, c in counts.items() if c > max_share * n)
+    if not dropped:
+        return list(item_attrs), []
+    gone = frozenset(dropped)
+    return [frozenset(a - gone) if a else frozenset() for a in item_attrs], dropped
+
+
 def is_interest_shift(
     history: Tensor | np.ndarray | Sequence[int],
     target: int,
@@ -468,6 +590,7 @@ class MetricAccumulator:
         self._interest: dict[int, list[tuple[np.ndarray, ...]]] = {k: [] for k in self.ks}
         self._with_interest: bool | None = None
         self._groups: dict[str, list[np.ndarray]] = {}
+        self._nonfinite: list[np.ndarray] = []
         self._n = 0
 
     def update(
@@ -476,6 +599,7 @@ class MetricAccumulator:
         topk_ids: Tensor | np.ndarray | None = None,
         targets: Tensor | np.ndarray | Sequence[int] | None = None,
         groups: Mapping[str, np.ndarray | Sequence[bool]] | None = None,
+        nonfinite: np.ndarray | Tensor | Sequence[bool] | None = None,
     ) -> None:
         """Adds one batch of users.
 
@@ -487,21 +611,26 @@ class MetricAccumulator:
             groups: Optional name -> bool mask of shape ``[B]`` selecting users of a
                 subgroup (e.g. ``{"shift": m, "stable": ~m}``). A group missing from a
                 batch contains none of that batch's users.
+            nonfinite: Optional ``[B]`` bool, rows whose scores were non-finite (already
+                misses in ``ranks``); counted as ``nonfinite_users``.
 
         Raises:
             ValueError: On inconsistent shapes, or interest inputs given in some
                 batches but not others.
         """
-        r = _to_int_array(ranks, "ranks")  # [B]
-        if r.size and int(r.min()) < 0:
+        r = _to_rank_array(ranks)  # [B]
+        if r.size and r.min() < 0:
             raise ValueError("ranks must be >= 0")
         b = r.shape[0]
+        bad = np.zeros(b, dtype=bool) if nonfinite is None else np.asarray(nonfinite, bool).reshape(-1)
+        if bad.shape[0] != b:
+            raise ValueError(f"nonfinite has {bad.shape[0]} entries, expected {b}")
         with_interest = self.item_attrs is not None and topk_ids is not None
         if self._with_interest is not None and self._with_interest != with_interest:
             raise ValueError("topk_ids must be given in every update or in none")
         masks: dict[str, np.ndarray] = {}
         for name, mask in (groups or {}).items():
-            if name in ("mrr", "count", "interest_count") or "@" in name:
+            if name in ("mrr", "count", "interest_count", "nonfinite_users") or "@" in name:
                 raise ValueError(f"group name {name!r} clashes with a metric key")
             m = np.asarray(mask, dtype=bool).reshape(-1)
             if m.shape[0] != b:
@@ -529,13 +658,16 @@ class MetricAccumulator:
             for k in self.ks:
                 self._interest[k].append(interest[k])
         self._ranks.append(r)
+        self._nonfinite.append(bad)
         self._n += b
 
     def _summarize(self, select: np.ndarray | None) -> dict[str, Any]:
-        ranks = np.concatenate(self._ranks) if self._ranks else np.zeros(0, dtype=np.int64)
+        ranks = np.concatenate(self._ranks) if self._ranks else np.zeros(0)
+        bad = np.concatenate(self._nonfinite) if self._nonfinite else np.zeros(0, dtype=bool)
         if select is not None:
-            ranks = ranks[select]
+            ranks, bad = ranks[select], bad[select]
         out: dict[str, Any] = ranking_metrics(ranks, self.ks)
+        out["nonfinite_users"] = int(bad.sum())
         if self._with_interest:
             count = 0
             for k in self.ks:
@@ -551,7 +683,8 @@ class MetricAccumulator:
         """Metrics over all users so far, plus a nested dict per group.
 
         Returns:
-            :func:`ranking_metrics` keys over all users; when interest inputs were
+            :func:`ranking_metrics` keys over all users, ``nonfinite_users`` (rows with NaN or
+            ``+inf`` scores, counted as misses); when interest inputs were
             given, ``interest_precision@K``/``interest_recall@K``/``interest_f1@K`` for
             every K and ``interest_count``; and for each group name a dict with the
             same keys computed on that group's users only. Values are not rounded.

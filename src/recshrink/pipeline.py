@@ -96,8 +96,10 @@ def model_entry(
     *,
     train: dict | None = None,
     extra: dict | None = None,
+    valid: dict | None = None,
 ) -> dict:
-    """One model's block in report.json."""
+    """One model's block in report.json: ``metrics`` are on the test split, ``valid`` on the
+    validation split (what gates and choices read)."""
     entry = {
         "arch": model.arch,
         "role": role,
@@ -108,6 +110,8 @@ def model_entry(
         "train_seconds": (train or {}).get("seconds"),
         "metrics": _round(metrics),
     }
+    if valid is not None:
+        entry["valid"] = _round(valid)
     if train:
         entry["train"] = _round(train)
     entry.update(extra or {})
@@ -301,7 +305,7 @@ def export_checked(
     popular: list[int],
     cfg: "OnnxExportConfig | None" = None,
 ) -> dict:
-    """Export ``model`` to ONNX, validate it on test histories, and gate on agreement.
+    """Export ``model`` to ONNX, validate it on validation histories, and gate on agreement.
 
     The file is written under a temporary name; if top-10 agreement with PyTorch is below
     ``cfg.min_agreement`` it is removed and the export fails.
@@ -321,8 +325,13 @@ def export_checked(
     try:
         export_onnx(model, tmp, cfg, metadata={"steps": steps,
                                                "id_map_fingerprint": id_map_fingerprint(item_ids)})
-        hist = split.test.histories[: cfg.validate_users] if cfg.validate_users else None
-        check = validate_onnx(tmp, model, hist) if hist is not None and len(hist) else {}
+        hist = split.valid.histories[: cfg.validate_users] if cfg.validate_users else None
+        check = (validate_onnx(tmp, model, hist, mask_history=cfg.mask_history)
+                 if hist is not None and len(hist) else {})  # fmt: skip
+        if check and check["nonfinite"]:
+            raise RecshrinkError(f"{path}: the ONNX graph gives NaN or infinite scores for "
+                                 f"{check['nonfinite']} of {check['users']} validation users; "
+                                 "no file written")  # fmt: skip
         if check and check["agreement@10"] < cfg.min_agreement:
             raise RecshrinkError(
                 f"{path}: ONNX top-10 agreement with PyTorch {check['agreement@10']:.4f} is below "
@@ -335,7 +344,8 @@ def export_checked(
     from recshrink.export.compat import trt_compatibility
 
     return {"format": "onnx", "path": str(path), "bytes": path.stat().st_size,
-            "agreement@10": check.get("agreement@10"), "max_abs_diff": check.get("max_abs_diff"),
+            "export_agreement@10": check.get("agreement@10"),
+            "max_abs_diff": check.get("max_abs_diff"),
             "trt_compatible": trt_compatibility(path)["compatible"]}  # fmt: skip
 
 
@@ -359,21 +369,55 @@ def quantize_file(
 
     quantize_onnx(src, dst, cfg, split.valid.histories)
     before, after = onnx_scorer(src, threads), onnx_scorer(dst, threads)
-    m_before = evaluate(before, split.test, data.item_attrs, ev.ks, ev.mask_history, ev.batch_size)
-    m_after = evaluate(after, split.test, data.item_attrs, ev.ks, ev.mask_history, ev.batch_size)
-    return {
-        "step": cfg.step(), "path": str(dst),
-        "before": {"path": str(src), "bytes": src.stat().st_size, "metrics": _round(m_before)},
-        "after": {"path": str(dst), "bytes": dst.stat().st_size, "metrics": _round(m_after)},
-        "size_ratio": round(dst.stat().st_size / src.stat().st_size, 4),
-        "agreement@10": scorer_agreement(before, after, split.test.histories, 10, ev.mask_history),
-    }  # fmt: skip
+    out = {"step": cfg.step(), "path": str(dst),
+           "size_ratio": round(dst.stat().st_size / src.stat().st_size, 4),
+           "agreement@10": scorer_agreement(before, after, split.valid.histories, 10,
+                                            ev.mask_history)}  # fmt: skip
+    for side, path, fn in (("before", src, before), ("after", dst, after)):
+        out[side] = {"path": str(path), "bytes": path.stat().st_size,
+                     "valid": _round(evaluate(fn, split.valid, data.item_attrs, **ev.kwargs())),
+                     "metrics": _round(evaluate(fn, split.test, data.item_attrs, **ev.kwargs()))}
+    return out
 
 
-def test_metrics(model: SeqRecModel, data: InteractionData, split: Split, ev: EvalSpec) -> dict:
-    """Full-ranking metrics of ``model`` on the test split."""
-    return evaluate(model_scorer(model), split.test, data.item_attrs, ev.ks,
-                    ev.mask_history, ev.batch_size)  # fmt: skip
+def test_metrics(model: SeqRecModel, data: InteractionData, split: Split, ev: EvalSpec,
+                 which: str = "test") -> dict:  # fmt: skip
+    """Full-ranking metrics of ``model`` on the test (or ``"valid"``) split, with the recipe's
+    protocol (history masking, tie policy)."""
+    es = split.test if which == "test" else split.valid
+    return evaluate(model_scorer(model), es, data.item_attrs, **ev.kwargs())
+
+
+def protocol_entry(ev: EvalSpec, data: InteractionData, split: Split, max_len: int,
+                   shift_window: int) -> dict:  # fmt: skip
+    """The ``protocol`` block of report.json: how every number in the report was measured."""
+    from recshrink.train.evaluate import MIN_GROUP_CASES, shift_groups
+
+    shift = int((split.test.shift & split.test.known).sum())
+    stable = int((~split.test.shift & split.test.known).sum())
+    out = {"split": "leave-one-out", "ranking": "full", "max_len": max_len,
+           "mask_history": ev.mask_history, "mask_scope": ev.mask_scope, "ties": ev.ties,
+           "nonfinite": "rows with NaN or +inf scores are misses (nonfinite_users)",
+           "ks": list(ev.ks), "users": {"valid": len(split.valid), "test": len(split.test)},
+           "selection": "models, settings and search trials are chosen on the valid split; "
+                        "the test split is scored once for the reported models",
+           "shift_window": shift_window, "shift_cases": shift, "stable_cases": stable,
+           "shift_source": "ground truth" if data.shift is not None else
+                           "item attributes" if data.item_attrs is not None else "none"}  # fmt: skip
+    if data.item_attrs is not None:
+        out["attrs_dropped"] = {"rule": "attributes on more than half the items",
+                                "ids": split.dropped_attrs,
+                                "names": _attr_names(data, split.dropped_attrs)}  # fmt: skip
+    if out["shift_source"] != "none" and not shift_groups(split.test):
+        out["shift_split"] = (f"too few cases to mean anything ({shift} shift, {stable} stable; "
+                              f"each needs {MIN_GROUP_CASES}): shift/stable quality is not "
+                              "reported")  # fmt: skip
+    return out
+
+
+def _attr_names(data: InteractionData, ids: list[int]) -> list[str]:
+    names = data.attr_names or []
+    return [names[i] if 0 <= i < len(names) else str(i) for i in ids]
 
 
 def _agreement(model: SeqRecModel, teacher: SeqRecModel, split: Split, batch: int = 1024) -> float:
@@ -398,10 +442,12 @@ class Manifests:
     (same config, same inputs); ``from_stage`` redoes that stage and every later one.
     """
 
-    def __init__(self, data_fingerprint: str, from_stage: str | None = None) -> None:
+    def __init__(self, data_fingerprint: str, from_stage: str | None = None,
+                 protocol: dict | None = None) -> None:  # fmt: skip
         if from_stage is not None and from_stage not in STAGES:
             raise RecshrinkError(f"--from {from_stage!r}: choose one of {', '.join(STAGES)}")
         self.fingerprint = data_fingerprint
+        self.protocol = protocol  # the evaluation protocol: entries hold metrics measured by it
         self.redo = set(STAGES[STAGES.index(from_stage):]) if from_stage else set()
 
     def key(self, stage: str, config: object, *parents: str) -> str:
@@ -409,8 +455,9 @@ class Manifests:
         import hashlib
         import json
 
+        proto = [self.protocol] if self.protocol is not None else []
         blob = json.dumps([stage, without_later_defaults(config), self.fingerprint,
-                           __version__, *parents], sort_keys=True, default=str)  # fmt: skip
+                           __version__, *proto, *parents], sort_keys=True, default=str)  # fmt: skip
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     def hit(self, stage: str, where: Path, key: str) -> dict | None:
@@ -444,6 +491,7 @@ class _TrainState:
 
     teacher: SeqRecModel | None = None
     teacher_ndcg: float | None = None
+    teacher_valid_ndcg: float | None = None
     baseline_by_model: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -476,6 +524,7 @@ def _finish_job(recipe: Recipe, role: str, spec: ModelSpec, where: Path, trained
         entry = hit["entry"]
         if role == "teacher":
             state.teacher, state.teacher_ndcg = model, entry["metrics"]["ndcg@10"]
+            state.teacher_valid_ndcg = entry["valid"]["ndcg@10"]
         if role == "baseline":
             state.baseline_by_model.setdefault(_arch(spec), spec.label)
         report["models"][spec.label] = entry
@@ -486,11 +535,14 @@ def _finish_job(recipe: Recipe, role: str, spec: ModelSpec, where: Path, trained
     model, summary, seconds = trained
     teacher = state.teacher
     metrics = test_metrics(model, data, split, recipe.evaluate)
+    valid = test_metrics(model, data, split, recipe.evaluate, "valid")
     extra: dict = {}
     if role == "teacher":
         state.teacher, state.teacher_ndcg = model, metrics["ndcg@10"]
+        state.teacher_valid_ndcg = valid["ndcg@10"]
     elif state.teacher_ndcg:
         extra["retention"] = round(metrics["ndcg@10"] / state.teacher_ndcg, 4)
+        extra["valid_retention"] = round(valid["ndcg@10"] / max(state.teacher_valid_ndcg, 1e-12), 4)
         extra["params_ratio"] = round(model.num_params() / teacher.num_params(), 4)
     if role == "baseline":
         state.baseline_by_model.setdefault(_arch(spec), spec.label)
@@ -504,9 +556,9 @@ def _finish_job(recipe: Recipe, role: str, spec: ModelSpec, where: Path, trained
             base_ndcg = report["models"][base]["metrics"]["ndcg@10"]
             extra["baseline"] = base
             extra["vs_baseline"] = round(metrics["ndcg@10"] / max(base_ndcg, 1e-12), 4)
-    extra["agreement@10"] = _agreement(model, teacher, split) if role != "teacher" else 1.0
+    extra["fidelity@10"] = _agreement(model, teacher, split) if role != "teacher" else 1.0
     report["models"][spec.label] = model_entry(model, role, where, metrics, train=summary,
-                                               extra=extra)  # fmt: skip
+                                               extra=extra, valid=valid)  # fmt: skip
     manifests.record(stage, where, key, seconds, report["models"][spec.label])
     made[spec.label] = (model, where, extra.get("steps", []))
     write_json(out / "report.json", report)
@@ -679,13 +731,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True,
         "seed": recipe.seed,
         "machine": machine_entry(recipe.teacher.train.device),
         "dataset": dataset_entry(data),
-        "protocol": {
-            "split": "leave-one-out", "ranking": "full", "max_len": recipe.data.max_len,
-            "mask_history": recipe.evaluate.mask_history, "ks": list(recipe.evaluate.ks),
-            "shift_window": recipe.data.shift_window,
-            "shift_cases": int((split.test.shift & split.test.known).sum()),
-            "stable_cases": int((~split.test.shift & split.test.known).sum()),
-        },  # fmt: skip
+        "protocol": protocol_entry(recipe.evaluate, data, split, recipe.data.max_len,
+                                   recipe.data.shift_window),
         "teacher": recipe.teacher.label,
         "models": {},
     }
@@ -694,7 +741,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True,
             *(("student", s) for s in recipe.students)]  # fmt: skip
     jobs = [(role, spec, dirs[spec.label]) for role, spec in jobs]
     made: dict[str, tuple[SeqRecModel, Path, list[dict]]] = {}
-    manifests = Manifests(data.fingerprint(), from_stage)
+    manifests = Manifests(data.fingerprint(), from_stage, recipe.evaluate.model_dump(mode="json"))
     keys: dict[str, str] = {}
     hits: dict[str, dict | None] = {}
     for role, spec, where in jobs:
@@ -733,15 +780,22 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True,
     return report
 
 
-def _derived_entry(model: SeqRecModel, role: str, where: Path, metrics: dict, parent: str,
-                   steps: list[dict], teacher: SeqRecModel, teacher_ndcg: float,
-                   parent_metrics: dict, split: Split, extra: dict) -> dict:  # fmt: skip
-    return model_entry(model, role, where, metrics, extra={
+def _derived_entry(model: SeqRecModel, role: str, where: Path, parent: str, steps: list[dict],
+                   teacher: SeqRecModel, report: dict, data: InteractionData, split: Split,
+                   ev: EvalSpec, extra: dict) -> dict:  # fmt: skip
+    """The report entry of a pruned or quantized model: test and valid metrics, retention of
+    the teacher's NDCG@10 on each split, and the ratio to its parent."""
+    metrics = test_metrics(model, data, split, ev)
+    valid = test_metrics(model, data, split, ev, "valid")
+    t = report["models"][report["teacher"]]
+    return model_entry(model, role, where, metrics, valid=valid, extra={
         "parent": parent, "steps": steps,
-        "retention": round(metrics["ndcg@10"] / max(teacher_ndcg, 1e-12), 4),
-        "vs_parent": round(metrics["ndcg@10"] / max(parent_metrics["ndcg@10"], 1e-12), 4),
+        "retention": round(metrics["ndcg@10"] / max(t["metrics"]["ndcg@10"], 1e-12), 4),
+        "valid_retention": round(valid["ndcg@10"] / max(t["valid"]["ndcg@10"], 1e-12), 4),
+        "vs_parent": round(metrics["ndcg@10"] /
+                           max(report["models"][parent]["metrics"]["ndcg@10"], 1e-12), 4),
         "params_ratio": round(model.num_params() / teacher.num_params(), 4),
-        "agreement@10": _agreement(model, teacher, split), **extra})  # fmt: skip
+        "fidelity@10": _agreement(model, teacher, split), **extra})  # fmt: skip
 
 
 def _reuse(hit: dict | None, name: str, where: Path, report: dict, made: dict,
@@ -766,7 +820,6 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
     from recshrink.export.runtime import sidecar_path
 
     ev = recipe.evaluate
-    teacher_ndcg = report["models"][recipe.teacher.label]["metrics"]["ndcg@10"]
     dirs = _model_dirs(recipe, out)
     for job in recipe.prune:  # keys computed by run_recipe; prunings may have run in workers
         parent, _, psteps = made[job.model]
@@ -778,10 +831,9 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
                                       train_cfg=job.train, distill_cfg=job.distill,
                                       cache_dir=out / "cache", progress=progress)  # fmt: skip
         steps = [*psteps, {**job.config.step(), "parent": job.model}]
-        metrics = test_metrics(pruned, data, split, ev)
         report["models"][job.name] = _derived_entry(
-            pruned, "pruned", where, metrics, job.model, steps, teacher, teacher_ndcg,
-            report["models"][job.model]["metrics"], split, {"prune": summary})  # fmt: skip
+            pruned, "pruned", where, job.model, steps, teacher, report, data, split, ev,
+            {"prune": summary})  # fmt: skip
         manifests.record("prune", where, key, time.perf_counter() - t_stage, report["models"][job.name])
         made[job.name] = (pruned, where, steps)
         write_json(out / "report.json", report)
@@ -797,10 +849,8 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
         q = quantize_item_table(copy.deepcopy(parent), cfg)
         steps = [*psteps, cfg.step()]
         _save(q, where, data, split, steps, {"parent": job.model})
-        metrics = test_metrics(q, data, split, ev)
         report["models"][job.name] = _derived_entry(
-            q, "quantized", where, metrics, job.model, steps, teacher, teacher_ndcg,
-            report["models"][job.model]["metrics"], split, {})  # fmt: skip
+            q, "quantized", where, job.model, steps, teacher, report, data, split, ev, {})
         manifests.record("quantize", where, key, time.perf_counter() - t_stage,
                          report["models"][job.name])  # fmt: skip
         made[job.name] = (q, where, steps)
@@ -810,7 +860,8 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
     if recipe.export:
         popular = popular_items(split, data.num_items)
         cfg = OnnxExportConfig(k=recipe.export.k, min_agreement=recipe.export.min_agreement,
-                               full_scores=True, slim=recipe.export.slim)  # fmt: skip
+                               full_scores=True, slim=recipe.export.slim,
+                               mask_history=ev.mask_history)  # fmt: skip
         for name in recipe.export.models or list(made):
             model, _, steps = made[name]
             path = out / "export" / f"{name}.onnx"
@@ -847,19 +898,25 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
         from recshrink.search import run_search
 
         res = run_search(recipe.search, recipe, data, split, out, teacher,
-                         report["models"][recipe.teacher.label]["metrics"], manifests,
+                         report["models"][recipe.teacher.label], manifests,
                          keys[recipe.teacher.label], progress)  # fmt: skip
         report["search"] = res
         write_json(out / "report.json", report)
-        trials = {t["id"]: {"p50": t["p50"], "ndcg@10": t["ndcg@10"], "bytes": t["bytes"]}
+        # beside the benchmark's models (test numbers) trials show their test NDCG@10; alone,
+        # the validation NDCG@10 that chose them, with the floor they were held to
+        which = "test" if recipe.benchmark else "valid"
+        trials = {t["id"]: {"p50": t["p50"], "ndcg@10": t[which]["ndcg@10"], "bytes": t["bytes"]}
                   for t in res["trials"] if "p50" in t and res.get("objective")}  # fmt: skip
-        floor = res["floor"] if res.get("metric") == "ndcg@10" else None
-        if not recipe.benchmark and trials:
-            from recshrink.benchmark.report import plots
+        floor = res["floor"] if res.get("metric") == "ndcg@10" and which == "valid" else None
+        if not recipe.benchmark:
+            from recshrink.benchmark.report import plots, search_markdown
+            from recshrink.fsutil import atomic_write_text
 
-            plots({"settings": {"device": "cpu", "batches": [recipe.search.batch]}, "models": {},
-                   "trials": trials, "quality_floor": floor}, out,
-                  batch=str(recipe.search.batch))  # fmt: skip
+            atomic_write_text(out / "report.md", search_markdown(res))
+            if trials:
+                plots({"settings": {"device": "cpu", "batches": [recipe.search.batch]},
+                       "models": {}, "trials": trials, "quality_floor": floor,
+                       "quality_split": "valid"}, out, batch=str(recipe.search.batch))  # fmt: skip
     if recipe.benchmark:
         from recshrink.benchmark.report import markdown, plots
         from recshrink.benchmark.run import run_benchmark
@@ -869,18 +926,15 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
         entries = [(name, where) for name, (_, where, _) in made.items()] + exported
         bench = run_benchmark(entries, data, split, backends=tuple(b.backends), device=b.device,
                               batches=tuple(b.batches), threads=b.threads, budget_s=b.budget_s,
-                              teacher=recipe.teacher.label, ks=ev.ks, progress=progress)  # fmt: skip
+                              teacher=recipe.teacher.label, ks=ev.ks, progress=progress,
+                              mask_scope=ev.mask_scope, ties=ev.ties)  # fmt: skip
         bench["trials"] = trials
-        if recipe.search and floor is not None:
-            bench["quality_floor"] = floor
         write_json(out / "benchmark.json", bench)
         text = markdown(bench)
         if recipe.search:
-            text += "\n## Search\n\n" + report["search"]["message"] + "\n\n" + "\n".join(
-                ["| trial | NDCG@10 | F1@10 | drop | p50 (µs) | bytes | meets |", "|---|---|---|---|---|---|---|"]
-                + [f"| {t['id']} | {t.get('ndcg@10', '')} | {t.get('f1@10', '')} | {t.get('drop', '')} | "
-                   f"{t.get('p50', t.get('error', ''))} | {t.get('bytes', '')} | {t.get('meets', '')} |"
-                   for t in report["search"]["trials"]]) + "\n"  # fmt: skip
+            from recshrink.benchmark.report import search_markdown
+
+            text += "\n" + search_markdown(report["search"], level=2)
         atomic_write_text(out / "report.md", text)
         plots(bench, out)
         for name, e in bench["models"].items():
@@ -896,7 +950,8 @@ def _compress_stages(recipe: Recipe, data: InteractionData, split: Split, out: P
 
 
 def check_gates(recipe: Recipe, report: dict) -> None:
-    """Fail (a user error, exit 2) when a model made so far is under its retention floor.
+    """Fail (a user error, exit 2) when a model made so far is under its retention floor: its
+    NDCG@10 over the teacher's on the validation split (the test split only reports).
 
     Called after every model, so a failing gate stops the run before anything downstream.
 
@@ -908,9 +963,9 @@ def check_gates(recipe: Recipe, report: dict) -> None:
         if name not in report["models"]:
             continue
         entry = report["models"][name]
-        got = entry.get("retention", 1.0 if name == recipe.teacher.label else None)
+        got = entry.get("valid_retention", 1.0 if name == recipe.teacher.label else None)
         if got is None or got < floor:
-            failed.append(f"{name} retention {got} < {floor}")
+            failed.append(f"{name} validation retention {got} < {floor}")
     if failed:
         raise RecshrinkError("quality gate failed: " + "; ".join(failed) +
                              " (report.json is written; nothing downstream was skipped silently)")

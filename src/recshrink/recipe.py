@@ -117,11 +117,28 @@ class StudentSpec(ModelSpec):
 
 
 class EvalSpec(_Strict):
-    """Evaluation protocol."""
+    """Evaluation protocol (also the validation protocol of every training in the recipe).
+
+    Attributes:
+        ks: Cut-offs (must include 10).
+        mask_history: Exclude the items a user already interacted with from the ranking.
+        mask_scope: ``"full"``: every item before the target (S3-Rec's and RecBole's
+            protocol); ``"window"``: only the last ``max_len`` items the model sees.
+        ties: ``"pessimistic"``: a target tied with other items ranks behind all of them;
+            ``"expected"``: the expected rank under random tie-breaking.
+        batch_size: Users per scoring call.
+    """
 
     ks: tuple[int, ...] = (5, 10, 20)
     mask_history: bool = True
+    mask_scope: Literal["full", "window"] = "full"
+    ties: Literal["pessimistic", "expected"] = "pessimistic"
     batch_size: int = Field(1024, ge=1)
+
+    def kwargs(self) -> dict:
+        """The protocol as :func:`recshrink.train.evaluate.evaluate`'s keyword arguments."""
+        return {"ks": self.ks, "mask_history": self.mask_history, "batch_size": self.batch_size,
+                "mask_scope": self.mask_scope, "ties": self.ties}  # fmt: skip
 
     @field_validator("ks")
     @classmethod
@@ -283,6 +300,28 @@ def _inject_seed(raw: dict) -> None:
                 train.setdefault("seed", seed)
 
 
+_PROTOCOL_KEYS = ("mask_history", "mask_scope", "ties")
+
+
+def _inject_protocol(raw: dict) -> None:
+    """Every training of the recipe validates with the recipe's ``evaluate`` protocol (history
+    masking and tie policy), unless its ``train`` block sets its own."""
+    ev = raw.get("evaluate") if isinstance(raw.get("evaluate"), dict) else {}
+    proto = {k: ev[k] for k in _PROTOCOL_KEYS if k in ev}
+    if not proto:
+        return
+    specs = [raw.get("teacher")] + list(raw.get("baselines") or []) + list(raw.get("students") or [])
+    trains = [s.setdefault("train", {}) for s in specs + list(raw.get("prune") or [])
+              if isinstance(s, dict)]  # fmt: skip
+    search = raw.get("search")
+    if isinstance(search, dict):  # blocks it gives (absent ones keep their own defaults)
+        trains += [search.get("train"), search.get("prune_train")]
+    for train in trains:
+        if isinstance(train, dict):
+            for k, v in proto.items():
+                train.setdefault(k, v)
+
+
 def format_validation_error(exc: ValidationError, source: str) -> str:
     """One line: ``source: key.path: message`` for the first error (and a count of the rest)."""
     errs = exc.errors()
@@ -309,6 +348,7 @@ def parse_recipe(raw: Any, source: str = "<recipe>", overrides: tuple[str, ...] 
         raise RecipeError(f"{source}: a recipe must be a YAML mapping, got {type(raw).__name__}")
     raw = apply_overrides(raw, list(overrides))
     _inject_seed(raw)
+    _inject_protocol(raw)
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:

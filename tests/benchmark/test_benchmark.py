@@ -132,7 +132,11 @@ def test_tiny_cpu_benchmark_end_to_end(tmp_path):
     assert "| student_onnx | onnxruntime |" in md and "p50@1" in md
     assert f"{s['vs_teacher']['ndcg@10']:.3f} ({lo:.3f}-{hi:.3f})" in md
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["teacher"] == "teacher"
-    assert markdown(rep).count("\n| teacher | torch |") == 2
+    # the teacher on torch: first table, latency table, same-backend table
+    assert markdown(rep).count("\n| teacher | torch |") == 3
+    assert s["vs_teacher"]["same_backend"]["torch"]["teacher@1"] == "teacher"
+    assert o["vs_teacher"]["same_backend"] == {}  # the teacher did not run on onnxruntime
+    assert o["vs_teacher"]["teacher_backend@1"] == "torch"
     # a latency-only run (--no-quality) leaves the quality cells empty, never "nan"
     bare = {**rep, "models": {k: {f: v for f, v in e.items() if f not in ("metrics", "vs_teacher")}
                               for k, e in rep["models"].items()}}  # fmt: skip

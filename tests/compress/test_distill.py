@@ -6,7 +6,7 @@ import torch
 
 from recshrink.compress.distill import (
     DistillConfig, alignment, build_teacher_cache, cache_batch_hook, distill,
-    init_items_from_teacher, kd_kl, rank_weights, ranking_kd, tail_bias,
+    init_items_from_teacher, kd_kl, negative_clash, rank_weights, ranking_kd, tail_bias,
 )  # fmt: skip
 from recshrink.data.split import bucket_batches, leave_one_out, training_pairs
 from recshrink.data.synthetic import SyntheticConfig, synthetic
@@ -65,6 +65,17 @@ def test_weighted_tail_kd_equals_full_catalogue_kd_on_a_flat_tail():
     plain = kd_kl(torch.cat([sl[:, top[0] - 1], sl[:, negs - 1]], -1),
                   torch.cat([tl[:, top[0] - 1], tl[:, negs - 1]], -1), t)
     assert abs(plain.item() - full.item()) > 0.05  # counting each negative once is biased
+
+
+def test_negative_clash_marks_positives_among_sampled_negatives():
+    """Ranking KD drops a shared negative that is one of the row's top-K positives (every copy of
+    it: negatives are drawn with replacement)."""
+    clash = negative_clash(torch.tensor([[1, 2], [4, 6]]), torch.tensor([2, 3, 3, 5, 2]), 6)
+    assert clash.tolist() == [[True, False, False, False, True], [False] * 5]
+    # masked to -inf, a clashing negative adds nothing to the softmax
+    masked = torch.tensor([[0.5, 0.0]]).masked_fill(torch.tensor([[True, False]]), float("-inf"))
+    assert ranking_kd(torch.tensor([[1.0]]), masked, torch.tensor([1.0])).item() == pytest.approx(
+        math.log(1 + math.exp(-1.0)))
 
 
 def test_ranking_kd_by_hand():

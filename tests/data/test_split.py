@@ -102,3 +102,50 @@ def test_synthetic_config_validation():
         SyntheticConfig(min_len=2)
     with pytest.raises(ValueError):
         SyntheticConfig(items=5, categories=10)
+
+
+def test_root_category_on_every_item_is_left_out_of_the_shift_split():
+    """An attribute that every item carries (a root category) would make every case "share an
+    attribute" with its history: it is dropped, and the split is decided on the others."""
+    rng = np.random.default_rng(0)
+    n_items, n_cats = 40, 4
+    cat = {i: i % n_cats for i in range(1, n_items + 1)}
+    root = 99
+    attrs = [frozenset()] + [frozenset({cat[i], root}) for i in range(1, n_items + 1)]
+    seqs = [rng.integers(1, n_items + 1, size=12).tolist() for _ in range(400)]
+    sp = leave_one_out(_data(seqs, attrs), max_len=10, shift_window=2)
+    assert sp.dropped_attrs == [root]
+    # by hand on the category alone: a shift when the target's category is in neither of the
+    # last two history items
+    hand = [cat[s[-1]] not in {cat[s[-2]], cat[s[-3]]} for s in seqs]
+    assert sp.test.known.all()
+    assert sp.test.shift.tolist() == hand and 0 < sum(hand) < len(hand)
+    # with the root kept (the old rule), no case at all would be a shift
+    from recshrink.metrics import interest_shift_mask
+
+    shift_root, _ = interest_shift_mask(sp.test.histories, sp.test.targets, attrs, window=2)
+    assert not shift_root.any()
+    # the full history (not only the last max_len) is what evaluation masks
+    assert [len(s) for s in sp.test.seen] == [11] * len(seqs)
+    assert sp.test.seen[0].tolist() == seqs[0][:-1]
+
+
+def test_too_few_shift_cases_are_reported_not_printed_as_zeros():
+    from recshrink.pipeline import protocol_entry
+    from recshrink.recipe import EvalSpec
+    from recshrink.train.evaluate import evaluate, shift_groups
+
+    attrs = [frozenset()] + [frozenset({1}) if i <= 20 else frozenset({2}) for i in range(1, 41)]
+    seqs = [[1, 2, 3, 4, 5]] * 50 + [[1, 2, 3, 4, 30]] * 3  # 3 shift cases, 50 stable
+    d = _data(seqs, attrs)
+    sp = leave_one_out(d, max_len=4, shift_window=2)
+    assert int((sp.test.shift & sp.test.known).sum()) == 3
+    assert shift_groups(sp.test) == {}
+    proto = protocol_entry(EvalSpec(), d, sp, 4, 2)
+    assert proto["shift_cases"] == 3 and proto["stable_cases"] == 50
+    assert "too few cases" in proto["shift_split"]
+    assert proto["attrs_dropped"]["ids"] == [] and proto["ties"] == "pessimistic"
+    assert proto["mask_scope"] == "full" and proto["users"] == {"valid": 53, "test": 53}
+    m = evaluate(lambda h: torch.zeros(len(h), 41), sp.test, attrs)
+    assert "shift" not in m and "stable" not in m
+    assert m["hr@10"] == 0.0 and m["nonfinite_users"] == 0  # constant scores: no hit

@@ -86,7 +86,7 @@ def test_export_failure_is_one_line(tmp_path):
 def test_rnn_pinned_to_max_len_becomes_a_fixed_length_graph(tmp_path):
     """Some exporters pin an RNN's length (torch 2.11 always; 2.13 after the first RNN export in
     a process): the graph is kept at max_len, recorded, and every consumer left-pads to it."""
-    from recshrink.export.onnx import onnx_scorer
+    from recshrink.export.onnx import graph_length, onnx_scorer, trim_for_graph
     from recshrink.export.runtime import Predictor
 
     torch.manual_seed(0)
@@ -105,8 +105,10 @@ def test_rnn_pinned_to_max_len_becomes_a_fixed_length_graph(tmp_path):
     short = torch.from_numpy(hist[:, -5:].copy())  # shorter than the graph: padded to L
     ref = model.scores(short).detach()
     got = onnx_scorer(path)(short)
-    np.testing.assert_allclose(got[:, 1:].numpy()[np.isfinite(got[:, 1:].numpy())],
-                               ref[:, 1:].numpy()[np.isfinite(got[:, 1:].numpy())], atol=1e-4)
+    # the items the graph returned (the scorer fills the others with the row's lowest score)
+    ids = torch.from_numpy(ort_session(path).run(
+        ["ids"], {"seq": trim_for_graph(short.numpy(), graph_length(path))})[0])
+    np.testing.assert_allclose(got.gather(1, ids).numpy(), ref.gather(1, ids).numpy(), atol=1e-4)
     recs = Predictor.load(path).recommend([[3, 17, 42]], 5).ids[0]
     with torch.inference_mode():
         want = ServingHead(model, 5)(torch.tensor([[3, 17, 42]]))[1][0].tolist()
@@ -130,3 +132,18 @@ def test_onnxslim_keeps_dims_metadata_and_int8(tmp_path):
     ra, rb = ort_session(plain).run(None, {"seq": seq}), ort_session(slim).run(None, {"seq": seq})
     np.testing.assert_array_equal(ra[1], rb[1])
     np.testing.assert_allclose(ra[0], rb[0], atol=1e-5)
+
+
+def test_validation_fails_on_non_finite_scores(tmp_path):
+    """A NaN on one side of the comparison is a failure, never filtered out of the difference."""
+    torch.manual_seed(0)
+    model = build_model("gru_small", N, max_len=L).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", OnnxExportConfig(k=10))
+    hist = np.random.default_rng(0).integers(1, N + 1, (20, L))
+    ok = validate_onnx(path, model, hist)
+    assert ok["nonfinite"] == 0 and np.isfinite(ok["max_abs_diff"])
+    with torch.no_grad():  # PyTorch now gives NaN everywhere, the exported graph does not
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    bad = validate_onnx(path, model, hist)
+    assert bad["nonfinite"] == 20 and bad["max_abs_diff"] == float("inf")

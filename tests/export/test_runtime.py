@@ -37,7 +37,7 @@ def raw(ids):
 
 def test_onnx_and_torch_predictors_match_pytorch(artifacts):
     model, tmp, info, split = artifacts
-    assert info["agreement@10"] == 1.0 and info["trt_compatible"] is True
+    assert info["export_agreement@10"] == 1.0 and info["trt_compatible"] is True
     assert json.loads(sidecar_path(tmp / "m.onnx").read_text())["fingerprint"] == id_map_fingerprint(RAW)
     hist_ids = split.test.histories[:20]
     histories = [raw([i for i in h if i]) for h in hist_ids]
@@ -114,7 +114,7 @@ def test_export_gate_leaves_no_file(tmp_path, artifacts, monkeypatch):
     import recshrink.export.onnx as onnx_mod
 
     def bad_validate(path, model, hist, **kw):
-        return {"agreement@10": 0.5, "max_abs_diff": 1.0, "mean_abs_diff": 1.0, "users": len(hist)}
+        return {"agreement@10": 0.5, "max_abs_diff": 1.0, "mean_abs_diff": 1.0, "users": len(hist), "nonfinite": 0}
 
     monkeypatch.setattr(onnx_mod, "validate_onnx", bad_validate)
     with pytest.raises(RecshrinkError, match="agreement"):

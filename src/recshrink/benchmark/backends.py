@@ -100,11 +100,7 @@ def open_runner(path: str | Path, backend: str, *, device: str = "cpu", threads:
     if backend == "onnxruntime":
         return _ort_runner(p, threads, k)
     if backend == "tensorrt":
-        from recshrink.export.tensorrt import TensorRTRunner
-
-        r = TensorRTRunner(p)
-        return Runner("tensorrt", lambda h: torch.from_numpy(h).cuda(), r.run_torch,
-                      sync=torch.cuda.synchronize, info={"device": "cuda"})  # fmt: skip
+        return _trt_runner(p)
     if backend == "aoti":
         runner = torch._inductor.aoti_load_package(str(p))
         import json
@@ -128,6 +124,26 @@ def _ort_runner(p: Path, threads: int | None, k: int) -> Runner:
     return Runner("onnxruntime", lambda h: h, call, scorer=onnx_scorer(p, session=sess),
                   fixed_len=graph_length(p),
                   info={"provider": "CPUExecutionProvider", "threads": threads})  # fmt: skip
+
+
+def _trt_runner(p: Path) -> Runner:
+    """An engine timed on its top-K outputs only (``scores``, ``ids``: what the ONNX Runtime
+    runner fetches), with a scorer for quality measured through the engine."""
+    from recshrink.export.onnx import fixed_len_of
+    from recshrink.export.tensorrt import TensorRTRunner, engine_meta, tensorrt_scorer
+
+    meta = engine_meta(p)
+    r = TensorRTRunner(p)
+
+    def call(x: torch.Tensor):
+        return r.run_torch(x, ("scores", "ids"))
+
+    full = r.has_output("all_scores")
+    return Runner("tensorrt", lambda h: torch.from_numpy(h).cuda(), call,
+                  sync=torch.cuda.synchronize, scorer=tensorrt_scorer(r, meta),
+                  fixed_len=fixed_len_of(meta),
+                  info={"device": "cuda", "precision": meta.get("precision"),
+                        "quality_scores": "all_scores" if full else "top-K fill"})  # fmt: skip
 
 
 def _torch_runner(p: Path, backend: str, device: str, threads: int | None, dtype: str,

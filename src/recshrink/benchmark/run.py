@@ -77,6 +77,8 @@ def run_benchmark(
     quality: bool = True,
     ks: tuple[int, ...] = (5, 10, 20),
     progress: bool = True,
+    mask_scope: str = "full",
+    ties: str = "pessimistic",
 ) -> dict:
     """Benchmark ``models`` (label, artifact) on every backend that applies to each.
 
@@ -101,7 +103,8 @@ def run_benchmark(
         "settings": {"device": device, "backends": list(backends), "batches": list(batches),
                      "budget_s": budget_s, "dtype": dtype, "inputs": "test-split histories, "
                      "8 distinct batches per size, each trimmed to its longest history",
-                     "io": "inputs resident on the device; synchronous calls"},  # fmt: skip
+                     "io": "inputs resident on the device; synchronous calls",
+                     "protocol": {"split": "test", "mask_scope": mask_scope, "ties": ties}},  # fmt: skip
         "teacher": teacher,
         "models": {},
     }
@@ -139,7 +142,7 @@ def run_benchmark(
             entry.setdefault("backend_info", {})[backend] = runner.info
             if quality and not quality_done and runner.scorer is not None:
                 m, users = evaluate(runner.scorer, split.test, data.item_attrs, ks,
-                                    per_user=True)  # fmt: skip
+                                    per_user=True, mask_scope=mask_scope, ties=ties)  # fmt: skip
                 ranks[label] = users.ranks
                 entry["metrics"] = {k: (round(v, 6) if isinstance(v, float) else v)
                                     for k, v in m.items()}  # fmt: skip
@@ -179,11 +182,6 @@ def _retention_intervals(report: dict, ranks: dict[str, np.ndarray]) -> None:
             round(cmp["ratio_low"], 4), round(cmp["ratio_high"], 4)]
 
 
-def _first(entry: dict, device: str) -> str | None:
-    lat = entry["latency_us"].get(device, {})
-    return next(iter(lat), None)
-
-
 def best_backend(entry: dict, device: str, batch: str) -> str | None:
     """The backend with the lowest p50 at ``batch`` for a model entry."""
     lat = entry["latency_us"].get(device, {})
@@ -191,23 +189,90 @@ def best_backend(entry: dict, device: str, batch: str) -> str | None:
     return min(cands)[1] if cands else None
 
 
+def base_label(label: str) -> str:
+    """The model an entry belongs to: ``teacher.dynamic.onnx`` -> ``teacher`` (exported files
+    are benchmarked as ``<model>.onnx``, ``<model>.<mode>.onnx``,
+    ``<model>.<precision>.engine``)."""
+    return label.split(".")[0]
+
+
+def _suffix(label: str) -> str:
+    return label.partition(".")[2]
+
+
+def _fastest(entries: dict[str, dict], device: str, batch: str,
+             backend: str | None = None) -> tuple[float, str, str] | None:  # fmt: skip
+    """``(p50, label, backend)`` of the lowest p50 at ``batch`` over ``entries`` (on ``backend``
+    only, when given), or None."""
+    cands = [(v[batch]["p50"], label, b) for label, e in entries.items()
+             for b, v in e["latency_us"].get(device, {}).items()
+             if batch in v and (backend is None or b == backend)]  # fmt: skip
+    return min(cands) if cands else None
+
+
+def _best_throughput(entries: dict[str, dict], device: str, batch: str) -> float | None:
+    vals = [thr[batch] for e in entries.values() for thr in e["throughput"].get(device, {}).values()
+            if batch in thr]  # fmt: skip
+    return max(vals) if vals else None
+
+
 def _ratios(report: dict, device: str) -> None:
-    """Teacher-relative ratios: retention, size, p50 speed-up, throughput gain."""
+    """Teacher-relative ratios: retention, size, p50 speed-up, throughput gain.
+
+    Speed is compared like for like, in this run. The teacher is its own entry plus its
+    exported files (entries whose label before the first "." is the teacher's label), so an
+    ONNX export of the teacher is the teacher on onnxruntime.
+
+    * ``speedup_p50@B`` / ``throughput_x@B``: the entry's fastest backend at batch ``B`` vs the
+      teacher's fastest (lowest p50 over all teacher artifacts and backends); best users/s vs
+      the teacher's best users/s. ``model_backend@B``, ``teacher_backend@B`` and
+      ``teacher_label@B`` name what was compared.
+    * ``same_backend[backend]``: on each backend the entry ran on, the same ratios against the
+      teacher on that backend (the teacher artifact of the same kind, e.g. ``teacher.onnx``
+      for ``student.onnx``, when it ran there, else the teacher's fastest artifact on it);
+      ``teacher@B`` names that artifact. Backends the teacher did not run on are left out.
+    """
     t = report["models"].get(report["teacher"])
     if not t:
         return
-    tb = _first(t, device)
+    teacher = report["teacher"]
+    tarts = {k: e for k, e in report["models"].items() if base_label(k) == teacher}
+    batches = sorted({b for e in report["models"].values()
+                      for lat in e["latency_us"].get(device, {}).values() for b in lat}, key=int)
     for label, e in report["models"].items():
         r: dict = {"size": round(e["bytes"] / t["bytes"], 4)}
         if "metrics" in e and "metrics" in t:
             r["ndcg@10"] = round(e["metrics"]["ndcg@10"] / max(t["metrics"]["ndcg@10"], 1e-12), 4)
             r["f1@10"] = round(e["metrics"]["f1@10"] / max(t["metrics"]["f1@10"], 1e-12), 4)
-        if tb:
-            for b, tstats in t["latency_us"][device][tb].items():
-                eb = best_backend(e, device, b)
-                if eb:
-                    r[f"speedup_p50@{b}"] = round(tstats["p50"] / e["latency_us"][device][eb][b]["p50"], 2)
-                    r[f"throughput_x@{b}"] = round(
-                        e["throughput"][device][eb][b] / t["throughput"][device][tb][b], 2)
-        r["teacher_backend"] = tb
+        lat, thr = e["latency_us"].get(device, {}), e["throughput"].get(device, {})
+        for b in batches:
+            mine, ref = _fastest({label: e}, device, b), _fastest(tarts, device, b)
+            if mine is None or ref is None:
+                continue
+            r[f"speedup_p50@{b}"] = round(ref[0] / mine[0], 2)
+            r[f"model_backend@{b}"] = mine[2]
+            r[f"teacher_backend@{b}"] = ref[2]
+            r[f"teacher_label@{b}"] = ref[1]
+            mt, tt = _best_throughput({label: e}, device, b), _best_throughput(tarts, device, b)
+            if mt is not None and tt:
+                r[f"throughput_x@{b}"] = round(mt / tt, 2)
+        same: dict = {}
+        for backend, blat in lat.items():
+            kin = {k: v for k, v in tarts.items() if _suffix(k) == _suffix(label)
+                   and backend in v["latency_us"].get(device, {})}  # fmt: skip
+            pool = kin or tarts
+            cell: dict = {}
+            for b, stats in blat.items():
+                ref = _fastest(pool, device, b, backend)
+                if ref is None:
+                    continue
+                tlabel = ref[1]
+                cell[f"speedup_p50@{b}"] = round(ref[0] / stats["p50"], 2)
+                tthr = tarts[tlabel]["throughput"][device][backend].get(b)
+                if tthr and b in thr.get(backend, {}):
+                    cell[f"throughput_x@{b}"] = round(thr[backend][b] / tthr, 2)
+                cell[f"teacher@{b}"] = tlabel
+            if cell:
+                same[backend] = cell
+        r["same_backend"] = same
         e["vs_teacher"] = r

@@ -129,6 +129,21 @@ def config_key(cfg: DistillConfig) -> str:
     return text
 
 
+def negative_clash(ids: torch.Tensor, negs: torch.Tensor, num_items: int) -> torch.Tensor:
+    """``[P, S]`` bool: where a shared negative is one of row p's ``ids`` (``[P, M]``), i.e. a
+    sampled "negative" that is really one of the row's positives."""
+    p, m = ids.shape
+    uniq, inv = torch.unique(negs, return_inverse=True)  # [U], [S]
+    lookup = torch.full((num_items + 1,), -1, dtype=torch.long, device=negs.device)
+    lookup[uniq] = torch.arange(len(uniq), device=negs.device)
+    col = lookup[ids]  # [P, M] column of each id among the unique negatives, or -1
+    hit = col >= 0
+    rows = torch.arange(p, device=negs.device).unsqueeze(1).expand(p, m)  # [P, M]
+    clash = torch.zeros(p, len(uniq), dtype=torch.bool, device=negs.device)
+    clash[rows[hit], col[hit]] = True
+    return clash[:, inv]  # [P, S]
+
+
 def tail_bias(t_ids: torch.Tensor, negs: torch.Tensor, num_items: int) -> torch.Tensor:
     """Log-weights ``[P, S]`` that turn top-M + sampled-negative logits into an estimate of the
     full-catalogue softmax (add ``T * bias`` to the negatives' logits before dividing by T).
@@ -142,16 +157,8 @@ def tail_bias(t_ids: torch.Tensor, negs: torch.Tensor, num_items: int) -> torch.
         negs: ``[S]`` shared negatives (uniform over 1..N, with replacement).
         num_items: Catalogue size N.
     """
-    p, m = t_ids.shape
-    uniq, inv = torch.unique(negs, return_inverse=True)  # [U], [S]
-    lookup = torch.full((num_items + 1,), -1, dtype=torch.long, device=negs.device)
-    lookup[uniq] = torch.arange(len(uniq), device=negs.device)
-    col = lookup[t_ids]  # [P, M] column of each top item among the unique negatives, or -1
-    hit = col >= 0
-    rows = torch.arange(p, device=negs.device).unsqueeze(1).expand(p, m)  # [P, M]
-    clash = torch.zeros(p, len(uniq), dtype=torch.bool, device=negs.device)
-    clash[rows[hit], col[hit]] = True
-    clash = clash[:, inv]  # [P, S]
+    m = t_ids.shape[1]
+    clash = negative_clash(t_ids, negs, num_items)  # [P, S]
     kept = (~clash).sum(1).clamp_min(1).float()  # [P]
     logw = torch.log(max(num_items - m, 1) / kept).unsqueeze(1)  # [P, 1]
     return torch.where(clash, torch.full_like(clash, -1e9, dtype=torch.float), logw)
@@ -339,7 +346,10 @@ class DistillLoss(nn.Module):
             k_ids = t_ids[:, : c.rank_k]  # [P, K]
             s_pos = torch.einsum("pd,pkd->pk", hs, table[k_ids])
             w = rank_weights(c.rank_k, c.rank_lambda, hs.device)
-            loss = loss + c.rank_weight * ranking_kd(s_pos, s_neg, w)
+            # a sampled negative that is one of the row's K positives is no negative
+            s_rank_neg = s_neg.masked_fill(negative_clash(k_ids, negs, model.num_items),
+                                           float("-inf"))  # [P, S]
+            loss = loss + c.rank_weight * ranking_kd(s_pos, s_rank_neg, w)
         if c.align_weight > 0:
             sv, tv = self.proj(hs), batch["t_vec"]  # [P, Dt]
             if c.align_positions == "last":

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from recshrink.data.dataset import InteractionData
 from recshrink.errors import DataError
+from recshrink.metrics import informative_attrs, interest_shift_mask
 
 
 def pad_left(seqs: list[np.ndarray], length: int) -> np.ndarray:
@@ -31,6 +32,8 @@ class EvalSet:
         users: ``[U]`` index of each row's user in ``InteractionData.sequences``.
         shift: ``[U]`` bool, True where the target shifts the user's interest.
         known: ``[U]`` bool, True where ``shift`` is determined (attributes or ground truth).
+        seen: Every item each user interacted with before the target (the whole history, not
+            only the last ``max_len``), oldest first; masked from the ranking by default.
     """
 
     histories: np.ndarray
@@ -38,6 +41,7 @@ class EvalSet:
     users: np.ndarray
     shift: np.ndarray
     known: np.ndarray
+    seen: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -53,12 +57,15 @@ class Split:
         valid: Second-to-last item as target, the items before it as history.
         test: Last item as target, all items before it as history.
         max_len: History length of the model.
+        dropped_attrs: Attribute ids left out of the interest-shift decision because more than
+            half the items carry them (:func:`recshrink.metrics.informative_attrs`).
     """
 
     train: list[np.ndarray]
     valid: EvalSet
     test: EvalSet
     max_len: int
+    dropped_attrs: list[int] = field(default_factory=list)
 
 
 def _eval_set(
@@ -68,21 +75,20 @@ def _eval_set(
     max_len: int,
     ground_truth: np.ndarray | None,
     window: int,
+    attrs: list[frozenset[int]] | None,
 ) -> EvalSet:
-    from recshrink.metrics import interest_shift_mask
-
     hist = [data.sequences[u][: len(data.sequences[u]) - cut] for u in users]
     targets = np.array([data.sequences[u][len(data.sequences[u]) - cut] for u in users], np.int64)
     histories = pad_left(hist, max_len)
     if ground_truth is not None:
         shift = ground_truth[users].astype(bool)
         known = np.ones(len(users), dtype=bool)
-    elif data.item_attrs is not None:
-        shift, known = interest_shift_mask(histories, targets, data.item_attrs, window=window)
+    elif attrs is not None:
+        shift, known = interest_shift_mask(histories, targets, attrs, window=window)
     else:
         shift = np.zeros(len(users), dtype=bool)
         known = np.zeros(len(users), dtype=bool)
-    return EvalSet(histories, targets, np.asarray(users, np.int64), shift, known)
+    return EvalSet(histories, targets, np.asarray(users, np.int64), shift, known, seen=hist)
 
 
 def leave_one_out(data: InteractionData, max_len: int = 50, shift_window: int = 5) -> Split:
@@ -90,7 +96,8 @@ def leave_one_out(data: InteractionData, max_len: int = 50, shift_window: int = 
 
     Users with fewer than 3 items are used for training only. Interest shift on the test split is
     the generator's ground truth where the data has it (synthetic data), otherwise derived from
-    item attributes (the target shares no attribute with the last ``shift_window`` items).
+    item attributes (the target shares no attribute with the last ``shift_window`` items),
+    leaving out attributes that more than half the items carry.
 
     Raises:
         DataError: No user has 3 or more items.
@@ -100,9 +107,10 @@ def leave_one_out(data: InteractionData, max_len: int = 50, shift_window: int = 
     if len(eval_users) == 0:
         raise DataError(data.source or data.name, "no user has 3 or more items: nothing to evaluate")
     train = [s[:-2] if len(s) >= 3 else s for s in data.sequences]
-    valid = _eval_set(data, eval_users, 2, max_len, None, shift_window)
-    test = _eval_set(data, eval_users, 1, max_len, data.shift, shift_window)
-    return Split(train=train, valid=valid, test=test, max_len=max_len)
+    attrs, dropped = informative_attrs(data.item_attrs) if data.item_attrs else (None, [])
+    valid = _eval_set(data, eval_users, 2, max_len, None, shift_window, attrs)
+    test = _eval_set(data, eval_users, 1, max_len, data.shift, shift_window, attrs)
+    return Split(train=train, valid=valid, test=test, max_len=max_len, dropped_attrs=dropped)
 
 
 def training_pairs(train: list[np.ndarray], max_len: int) -> list[np.ndarray]:

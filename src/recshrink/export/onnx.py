@@ -314,15 +314,17 @@ def validate_onnx(
     """Compare the ONNX graph with PyTorch on real histories.
 
     Returns:
-        ``{"agreement@10", "max_abs_diff", "mean_abs_diff", "users"}``: top-K overlap of the ids
-        and score differences of the returned top-K scores.
+        ``{"agreement@10", "max_abs_diff", "mean_abs_diff", "users", "nonfinite"}``: top-K
+        overlap of the ids and differences of the returned top-K scores. A user whose graph
+        scores are NaN or infinite where PyTorch's are finite (or the other way round) counts in
+        ``nonfinite`` and makes ``max_abs_diff`` infinite: it is a failure, never filtered out.
     """
     from recshrink.metrics import topk_overlap
 
     sess = ort_session(path)
     fixed = graph_length(path)
     head = ServingHead(model.eval().cpu(), min(k, model.num_items), mask_history)
-    agree, max_diff, sum_diff, n = 0.0, 0.0, 0.0, 0
+    agree, max_diff, sum_diff, n, bad_rows = 0.0, 0.0, 0.0, 0, 0
     for i in range(0, len(histories), batch_size):
         h = trim_for_graph(histories[i : i + batch_size], fixed)  # the graph takes L >= 2
         o_scores, o_ids = sess.run(["scores", "ids"], {"seq": h.astype(np.int64)})
@@ -330,28 +332,73 @@ def validate_onnx(
             t_scores, t_ids = head(torch.from_numpy(h))
         kk = min(k, o_ids.shape[1])
         agree += topk_overlap(torch.from_numpy(o_ids[:, :kk]), t_ids[:, :kk]) * len(h)
-        diff = np.abs(o_scores[:, :kk] - t_scores[:, :kk].numpy())
-        diff = diff[np.isfinite(diff)]
-        if diff.size:
+        o, t = o_scores[:, :kk], t_scores[:, :kk].numpy()
+        # -inf on both sides (masked history, tiny catalogues) agrees; anything else non-finite
+        # is a failure
+        same_inf = np.isneginf(o) & np.isneginf(t)
+        bad = ~(np.isfinite(o) & np.isfinite(t)) & ~same_inf  # [B, k]
+        bad_rows += int(bad.any(axis=1).sum())
+        diff = np.abs(np.where(same_inf, 0.0, o - t))
+        if bad.any():
+            max_diff = float("inf")
+        elif diff.size:
             max_diff = max(max_diff, float(diff.max()))
             sum_diff += float(diff.mean()) * len(h)
         n += len(h)
-    return {"agreement@10": round(agree / max(1, n), 6), "max_abs_diff": max_diff,
-            "mean_abs_diff": sum_diff / max(1, n), "users": n}  # fmt: skip
+    return {f"agreement@{k}": round(agree / max(1, n), 6), "max_abs_diff": max_diff,
+            "mean_abs_diff": sum_diff / max(1, n), "users": n, "nonfinite": bad_rows}  # fmt: skip
+
+
+def scores_from_topk(top, ids, num_items: int) -> torch.Tensor:
+    """Full scores ``[B, N + 1]`` from a top-K list, for :func:`recshrink.metrics.rank_scores`.
+
+    The returned items keep their scores; every item the list did not return gets the *lowest*
+    returned score of its row (its true score is at most that), and column 0 (padding) ``-inf``.
+    Under ``ties="pessimistic"`` a target tied with the lowest returned score then ranks behind
+    every unreturned item, so a top-K list never makes a model look better than its full scores
+    would (no rank comes out lower than the full scores give it): metrics at cut-offs below K
+    are exact (as long as the evaluator masks none of the returned items), metrics at K (and the
+    full MRR) are a lower bound; a target at the row's lowest returned score is a miss at K even
+    when no unreturned item really ties with it. A NaN among
+    the returned scores stays where it is (and spreads to the fill), so
+    :func:`recshrink.metrics.nonfinite_rows` still flags the row.
+
+    Args:
+        top: ``[B, K]`` returned scores, best first (array or tensor).
+        ids: ``[B, K]`` returned item ids in ``[1, N]``.
+        num_items: N.
+
+    Returns:
+        Float32 ``[B, N + 1]`` on the CPU.
+    """
+    t = torch.as_tensor(np.asarray(top, dtype=np.float32))  # [B, K]
+    i = torch.as_tensor(np.asarray(ids, dtype=np.int64))  # [B, K]
+    if t.dim() != 2 or t.shape != i.shape:
+        raise ValueError(f"top scores and ids must both be [B, K], got {tuple(t.shape)} and "
+                         f"{tuple(i.shape)}")  # fmt: skip
+    if t.shape[1] == 0:
+        raise ValueError("a top-K list needs K >= 1")
+    low = t.min(dim=1, keepdim=True).values  # [B, 1]; NaN if the row has one
+    out = low.expand(t.shape[0], num_items + 1).clone()  # [B, N+1]
+    out.scatter_(1, i, t)
+    out[:, 0] = float("-inf")
+    return out
 
 
 def onnx_scorer(path: str | Path, threads: int | None = None, session=None):
     """A score function for :func:`recshrink.train.evaluate.evaluate` that runs the ONNX file.
 
     Uses the graph's ``all_scores`` output when it has one (exact full ranking). A top-K-only
-    graph gives its K items their scores and every other item ``-inf``, so metrics at cut-offs
-    up to K are exact and the full MRR counts ranks beyond K as K + 1. ``session`` reuses an
-    open ONNX Runtime session of that file.
+    graph is turned into full scores by :func:`scores_from_topk`: every item the graph did not
+    return gets the lowest returned score of its row, so under pessimistic ties metrics at
+    cut-offs below the graph's K are exact and metrics at K are a lower bound (a constant-score
+    model is not credited with the K items the graph happened to return). ``session`` reuses
+    an open ONNX Runtime session of that file.
     """
     sess = session if session is not None else ort_session(path, threads)
     names = [o.name for o in sess.get_outputs()]
     meta = onnx_metadata(path)
-    n = int(meta.get("num_items", "0")) + 1
+    num_items = int(meta.get("num_items", "0"))
     fixed = fixed_len_of(meta)
 
     def score(hist: torch.Tensor) -> torch.Tensor:
@@ -359,9 +406,7 @@ def onnx_scorer(path: str | Path, threads: int | None = None, session=None):
         if "all_scores" in names:
             return torch.from_numpy(sess.run(["all_scores"], {"seq": h})[0])
         top, ids = sess.run(["scores", "ids"], {"seq": h})
-        out = torch.full((len(h), n), float("-inf"))
-        out.scatter_(1, torch.from_numpy(ids), torch.from_numpy(top))
-        return out
+        return scores_from_topk(top, ids, num_items)
 
     return score
 

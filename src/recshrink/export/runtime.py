@@ -56,12 +56,15 @@ class Recommendations:
         scores: Scores ``[B, k]`` (NaN for popularity answers to empty histories).
         unknown: Items in the input that the model does not know (skipped).
         empty: Users whose history was empty after skipping (answered by popularity).
+        nonfinite: Users whose returned scores hold a NaN or ``+inf``: the model gave no
+            usable answer, so their id list is empty (their scores row is kept as returned).
     """
 
     ids: list[list]
     scores: np.ndarray
     unknown: int = 0
     empty: int = 0
+    nonfinite: int = 0
 
 
 @dataclass
@@ -189,6 +192,9 @@ class Predictor:
     def recommend(self, histories: Sequence[Sequence], k: int = 10) -> Recommendations:
         """Top-``k`` raw item ids for each history (items already in the history excluded).
 
+        A history whose returned scores hold a NaN or ``+inf`` gets an empty id list (no fake
+        answer) and is counted in :attr:`Recommendations.nonfinite`.
+
         Raises:
             ValueError: Bad histories or ``k`` outside ``1..num_items``.
         """
@@ -208,8 +214,10 @@ class Predictor:
             scores[rows], ids[rows] = s, t
         if empty.any():
             ids[empty] = np.array(self.popular[:k] + list(range(1, k + 1)))[:k]
-        out = [[self._out[j - 1] for j in row] for row in ids.tolist()]
-        return Recommendations(out, scores, unknown, int(empty.sum()))
+        # empty rows carry NaN scores by design (popularity answers); only model answers count
+        bad = ~empty & (np.isnan(scores) | np.isposinf(scores)).any(axis=1)  # [B]
+        out = [[] if b else [self._out[j - 1] for j in row] for row, b in zip(ids.tolist(), bad)]
+        return Recommendations(out, scores, unknown, int(empty.sum()), int(bad.sum()))
 
 
 def _onnx_backend(path: Path, threads: int | None) -> _Backend:

@@ -158,27 +158,99 @@ class TensorRTRunner:
         self.outputs = [n for n in self.names
                         if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]  # fmt: skip
         self._dtypes = {n: _torch_dtype(trt, self.engine.get_tensor_dtype(n)) for n in self.names}
+        self._scratch: dict[tuple, object] = {}  # outputs written but not asked for, per shape
 
-    def run_torch(self, seq):
-        """Run on a CUDA int64 tensor; returns ``(scores, ids)`` CUDA tensors ``[B, K]``."""
+    def has_output(self, name: str) -> bool:
+        """Whether the engine has the output tensor ``name`` (e.g. ``"all_scores"``)."""
+        return name in self.outputs
+
+    def run_torch(self, seq, outputs: tuple[str, ...] = ("scores", "ids")):
+        """Run on a CUDA int64 tensor; returns the ``outputs`` as CUDA tensors, by default
+        ``(scores, ids)`` ``[B, K]``.
+
+        TensorRT needs an address for every output of the engine, so an engine built with
+        ``all_scores`` still writes it: into a scratch buffer kept per shape (reused, never
+        returned) when it is not asked for. Asked-for outputs are fresh tensors.
+        """
         torch = self.torch
+        missing = [n for n in outputs if n not in self.outputs]
+        if missing:
+            raise RecshrinkError(f"this engine has no output {', '.join(missing)} "
+                                 f"(its outputs: {', '.join(self.outputs)})")  # fmt: skip
         seq = seq.to(device="cuda", dtype=self._dtypes["seq"]).contiguous()
         self.context.set_input_shape("seq", tuple(seq.shape))
         self.context.set_tensor_address("seq", seq.data_ptr())
         outs = {}
         for name in self.outputs:
             shape = tuple(self.context.get_tensor_shape(name))
-            outs[name] = torch.empty(shape, dtype=self._dtypes[name], device="cuda")
+            if name in outputs:
+                outs[name] = torch.empty(shape, dtype=self._dtypes[name], device="cuda")
+            else:
+                key = (name, shape)
+                if key not in self._scratch:
+                    self._scratch[key] = torch.empty(shape, dtype=self._dtypes[name], device="cuda")
+                outs[name] = self._scratch[key]
             self.context.set_tensor_address(name, outs[name].data_ptr())
         stream = torch.cuda.current_stream()
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise RecshrinkError("TensorRT execution failed")
-        return outs["scores"], outs["ids"]
+        return tuple(outs[n] for n in outputs)
 
     def run(self, seq: np.ndarray, k: int):
         scores, ids = self.run_torch(self.torch.from_numpy(seq))
         self.torch.cuda.synchronize()
         return scores[:, :k].float().cpu().numpy(), ids[:, :k].long().cpu().numpy()
+
+
+def engine_meta(engine_path: str | Path) -> dict:
+    """The ``<engine>.meta.json`` that :func:`build_engine` writes next to an engine."""
+    p = Path(engine_path)
+    meta_path = p.with_name(p.stem + ".meta.json")
+    if not meta_path.is_file():
+        raise RecshrinkError(f"{meta_path}: missing (written next to the engine by the build)")
+    return json.loads(meta_path.read_text())
+
+
+def tensorrt_scorer(runner: TensorRTRunner, meta: dict):
+    """A score function for :func:`recshrink.train.evaluate.evaluate` that runs the engine,
+    like :func:`recshrink.export.onnx.onnx_scorer`: the engine's ``all_scores`` output when it
+    has one (exact full ranking), else its top-K items get their scores and every other item
+    ``-inf`` (metrics at cut-offs up to K exact). Returns CPU float32 ``[B, N + 1]``; batches
+    larger than the engine's ``max_batch`` are run in chunks.
+    """
+    import torch
+
+    from recshrink.export.onnx import fixed_len_of, trim_for_graph
+
+    if "num_items" not in meta:
+        raise RecshrinkError("the engine's meta.json has no num_items (rebuild the engine)")
+    n = int(meta["num_items"]) + 1
+    fixed = fixed_len_of(meta)
+    max_len = int(meta.get("max_len", 0)) or None
+    max_batch = int(meta.get("max_batch", 1024))
+    full = runner.has_output("all_scores")
+
+    def chunk(h: np.ndarray) -> torch.Tensor:
+        seq = torch.from_numpy(h)  # run_torch moves it to the GPU
+        if full:
+            (out,) = runner.run_torch(seq, ("all_scores",))
+            out = out.float().cpu()
+        else:
+            top, ids = runner.run_torch(seq)
+            out = torch.full((len(h), n), float("-inf"))
+            out.scatter_(1, ids.long().cpu(), top.float().cpu())
+        if out.shape != (len(h), n):
+            raise RecshrinkError(f"the engine returned scores {tuple(out.shape)}, expected "
+                                 f"{(len(h), n)} (num_items in its meta.json)")  # fmt: skip
+        return out
+
+    def score(hist: torch.Tensor) -> torch.Tensor:
+        h = trim_for_graph(hist.numpy(), fixed)
+        if max_len and h.shape[1] > max_len:  # the profile's longest input: the latest items
+            h = np.ascontiguousarray(h[:, -max_len:])
+        return torch.cat([chunk(h[i:i + max_batch]) for i in range(0, len(h), max_batch)])
+
+    return score
 
 
 def _torch_dtype(trt, dt):
@@ -196,10 +268,7 @@ def tensorrt_backend(engine_path: str | Path):
     from recshrink.export.runtime import _Backend
 
     p = Path(engine_path)
-    meta_path = p.with_name(p.stem + ".meta.json")
-    if not meta_path.is_file():
-        raise RecshrinkError(f"{meta_path}: missing (written next to the engine by the build)")
-    meta = json.loads(meta_path.read_text())
+    meta = engine_meta(p)
     runner = TensorRTRunner(p)
     graph_k = int(meta.get("k", 10))
 

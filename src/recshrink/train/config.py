@@ -55,6 +55,9 @@ class TrainConfig:
         threads: Torch CPU threads (None = torch's default).
         ks: Metric cut-offs.
         mask_history: Exclude history items when ranking.
+        mask_scope: ``"full"``: mask every item before the target; ``"window"``: only the
+            last ``max_len`` the model sees.
+        ties: ``"pessimistic"`` (a tied target ranks behind its ties) or ``"expected"``.
         max_minutes: Stop after the epoch that passes this wall-clock budget (None = no budget).
         lr_decay: Multiply the learning rate by this after ``lr_patience`` evaluations in a row
             without a better validation NDCG@10 (reduce on plateau; 1 = constant rate). The
@@ -79,6 +82,8 @@ class TrainConfig:
     threads: int | None = Field(None, ge=1)
     ks: tuple[int, ...] = (5, 10, 20)
     mask_history: bool = True
+    mask_scope: Literal["full", "window"] = "full"
+    ties: Literal["pessimistic", "expected"] = "pessimistic"
     max_minutes: float | None = Field(None, gt=0)
     lr_decay: float = Field(1.0, gt=0, le=1)
     lr_patience: int = Field(2, ge=1)

@@ -8,11 +8,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from recshrink.data.split import EvalSet
-from recshrink.metrics import MetricAccumulator, mask_scores, target_ranks
+from recshrink.data.split import EvalSet, pad_left
+from recshrink.metrics import (
+    MetricAccumulator, informative_attrs, mask_scores, rank_scores, topk_overlap,
+)  # fmt: skip
 from recshrink.models.base import SeqRecModel
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+MASK_SCOPES = ("full", "window")
 
 
 class PerUser(NamedTuple):
@@ -51,6 +54,37 @@ def trim_padding(hist: np.ndarray, min_len: int = 1) -> np.ndarray:
     return hist
 
 
+MIN_GROUP_CASES = 30  # fewer shift (or stable) cases than this: no shift/stable quality
+
+
+def exclusion(eval_set: EvalSet, rows: np.ndarray, hist: np.ndarray, mask_history: bool = True,
+              mask_scope: str = "full") -> torch.Tensor | None:  # fmt: skip
+    """The item ids to mask for ``rows`` of ``eval_set``: ``[B, S]`` int64 padded with 0.
+
+    ``mask_scope="full"``: every item the user interacted with before the target (as S3-Rec's
+    and RecBole's evaluators do); ``"window"``: only the model's input window ``hist``. None
+    when ``mask_history`` is False.
+    """
+    if not mask_history:
+        return None
+    if mask_scope not in MASK_SCOPES:
+        raise ValueError(f"mask_scope must be one of {', '.join(MASK_SCOPES)}, got {mask_scope!r}")
+    if mask_scope == "window" or eval_set.seen is None:
+        return torch.from_numpy(np.ascontiguousarray(hist))
+    seen = [eval_set.seen[r] for r in rows]
+    return torch.from_numpy(pad_left(seen, max(1, max(len(s) for s in seen))))
+
+
+def shift_groups(eval_set: EvalSet, min_cases: int = MIN_GROUP_CASES) -> dict[str, np.ndarray]:
+    """``{"shift": mask, "stable": mask}`` over the eval set's users, or ``{}`` when either
+    group has fewer than ``min_cases`` users (too few for the split to mean anything)."""
+    shift = eval_set.shift & eval_set.known
+    stable = ~eval_set.shift & eval_set.known
+    if shift.sum() < min_cases or stable.sum() < min_cases:
+        return {}
+    return {"shift": shift, "stable": stable}
+
+
 def evaluate(
     score_fn: ScoreFn,
     eval_set: EvalSet,
@@ -59,26 +93,39 @@ def evaluate(
     mask_history: bool = True,
     batch_size: int = 1024,
     per_user: bool = False,
+    *,
+    mask_scope: str = "full",
+    ties: str = "pessimistic",
 ) -> dict | tuple[dict, PerUser]:
     """Rank every item for every user of ``eval_set`` and average the metrics.
+
+    Every score goes through :func:`recshrink.metrics.rank_scores`: history masked, ties
+    against the model, NaN/``+inf`` rows misses (counted in ``nonfinite_users``).
 
     Args:
         score_fn: Maps left-padded histories ``[B, L]`` to scores ``[B, N + 1]``.
         eval_set: Histories, targets and interest-shift flags.
-        item_attrs: Attributes per item id, for interest F1@K (optional).
+        item_attrs: Attributes per item id, for interest F1@K (optional); attributes on more
+            than half the items are left out (:func:`recshrink.metrics.informative_attrs`).
         ks: Cut-offs.
         mask_history: Exclude items already in the history from the ranking.
         batch_size: Users per scoring call.
         per_user: Also return every user's target rank and top items (:class:`PerUser`).
+        mask_scope: ``"full"`` masks the whole history before the target; ``"window"`` only
+            the last ``max_len`` items the model sees.
+        ties: ``"pessimistic"`` (a tied target ranks behind every item it ties with) or
+            ``"expected"`` (the expected rank under random tie-breaking).
 
     Returns:
         The metrics of :class:`recshrink.metrics.MetricAccumulator` for all users, with nested
-        ``"shift"`` and ``"stable"`` dicts where interest shift is known; with
-        ``per_user``, the pair ``(metrics, PerUser)``.
+        ``"shift"`` and ``"stable"`` dicts where both groups have at least
+        ``MIN_GROUP_CASES`` users; with ``per_user``, the pair ``(metrics, PerUser)``.
     """
-    acc = MetricAccumulator(ks=tuple(ks), item_attrs=item_attrs)
-    all_ranks = np.zeros(len(eval_set.targets), dtype=np.int64)  # [U], user order
-    has_groups = bool(eval_set.known.any())
+    attrs = informative_attrs(item_attrs)[0] if item_attrs else item_attrs
+    acc = MetricAccumulator(ks=tuple(ks), item_attrs=attrs)
+    all_ranks = np.zeros(len(eval_set.targets),
+                         dtype=np.int64 if ties == "pessimistic" else np.float64)  # [U]
+    groups_all = shift_groups(eval_set)
     kmax = max(ks)
     all_top = torch.zeros(len(eval_set.targets), kmax, dtype=torch.long)  # [U, K], user order
     order = np.argsort([int((h != 0).sum()) for h in eval_set.histories], kind="stable")
@@ -87,19 +134,17 @@ def evaluate(
         hist = trim_padding(eval_set.histories[rows])
         hist_t = torch.from_numpy(hist)
         targets = torch.from_numpy(eval_set.targets[rows])
-        scores = mask_scores(score_fn(hist_t), hist_t, mask_history)  # [B, N+1]
-        ranks = target_ranks(scores, targets)
-        all_ranks[rows] = ranks.numpy()
+        excl = exclusion(eval_set, rows, hist, mask_history, mask_scope)
+        ranked = rank_scores(score_fn(hist_t), targets, excl, ties=ties)  # [B, N+1], [B], [B]
+        all_ranks[rows] = ranked.ranks.cpu().numpy()
+        scores = ranked.scores
         topk = torch.topk(scores, min(kmax, scores.shape[1] - 1), dim=-1).indices  # [B, K]
         if topk.shape[1] < kmax:  # tiny catalogue: pad with the padding id (no item)
             topk = torch.nn.functional.pad(topk, (0, kmax - topk.shape[1]))
         all_top[torch.from_numpy(rows)] = topk
-        groups = None
-        if has_groups:
-            shift = eval_set.shift[rows] & eval_set.known[rows]
-            stable = ~eval_set.shift[rows] & eval_set.known[rows]
-            groups = {"shift": shift, "stable": stable}
-        acc.update(ranks, topk_ids=topk, targets=targets, groups=groups)
+        groups = {name: m[rows] for name, m in groups_all.items()} or None
+        acc.update(ranked.ranks, topk_ids=topk, targets=targets, groups=groups,
+                   nonfinite=ranked.nonfinite.cpu().numpy())  # fmt: skip
     return (acc.result(), PerUser(all_ranks, all_top)) if per_user else acc.result()
 
 
@@ -117,8 +162,6 @@ def scorer_agreement(score_a: ScoreFn, score_b: ScoreFn, histories: np.ndarray, 
                      mask_history: bool = True, batch_size: int = 1024) -> float:  # fmt: skip
     """Mean top-``k`` overlap of two score functions on the same histories (e.g. a quantized
     model against its parent)."""
-    from recshrink.metrics import topk_overlap
-
     if len(histories) == 0:
         return 0.0
     a = top_ids(score_a, histories, k, mask_history, batch_size)

@@ -294,7 +294,8 @@ def fit(
         )
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time:
             valid = evaluate(model_scorer(model, device), split.valid, item_attrs, cfg.ks,
-                             cfg.mask_history, cfg.eval_batch_size)  # fmt: skip
+                             cfg.mask_history, cfg.eval_batch_size, mask_scope=cfg.mask_scope,
+                             ties=cfg.ties)  # fmt: skip
             ndcg = valid["ndcg@10"]
             entry["valid_ndcg@10"] = round(ndcg, 5)
             if ndcg > best:
