@@ -116,6 +116,14 @@ def test_tiny_cpu_benchmark_end_to_end(tmp_path):
     # quality through the backend: the ONNX student ranks exactly like the PyTorch student
     assert o["metrics"]["ndcg@10"] == pytest.approx(s["metrics"]["ndcg@10"], abs=1e-6)
     assert o["quality_backend"] == "onnxruntime" and t["fidelity@10"] == 1.0
+    # the validation split through the same backend too, with the same protocol
+    from recshrink.train.evaluate import evaluate, model_scorer
+
+    want = evaluate(model_scorer(student), split.valid, data.item_attrs)["ndcg@10"]
+    assert o["valid"]["ndcg@10"] == pytest.approx(want, abs=1e-6)
+    assert s["valid"]["ndcg@10"] == pytest.approx(want, abs=1e-6)
+    assert rep["settings"]["protocol"] == {"split": "test", "mask_scope": "full",
+                                           "ties": "pessimistic"}
     assert s["vs_teacher"]["size"] == pytest.approx(s["bytes"] / t["bytes"], abs=1e-4)
     assert s["vs_teacher"]["ndcg@10"] == pytest.approx(
         s["metrics"]["ndcg@10"] / t["metrics"]["ndcg@10"], abs=1e-3)  # fmt: skip

@@ -62,6 +62,11 @@ def time_runner(runner, histories: np.ndarray, batches, budget_s: float,
     return lat, thr
 
 
+def _rounded(metrics: dict) -> dict:
+    return {k: (round(v, 6) if isinstance(v, float) else _rounded(v) if isinstance(v, dict) else v)
+            for k, v in metrics.items()}  # fmt: skip
+
+
 def run_benchmark(
     models: list[tuple[str, Path]],
     data: InteractionData,
@@ -79,6 +84,7 @@ def run_benchmark(
     progress: bool = True,
     mask_scope: str = "full",
     ties: str = "pessimistic",
+    valid: bool = True,
 ) -> dict:
     """Benchmark ``models`` (label, artifact) on every backend that applies to each.
 
@@ -86,7 +92,8 @@ def run_benchmark(
         ``{"machine", "settings", "models": {label: {...}}, "teacher"}`` where each model has
         ``artifact``, ``bytes``, ``params``, ``latency_us[device][backend][batch]``,
         ``throughput[device][backend][batch]``, ``memory``, ``metrics`` (through its serving
-        backend), ``fidelity@10`` (top-10 overlap with the teacher) and ratios to the teacher.
+        backend, test split), ``valid`` (the same on the validation split, with ``valid``),
+        ``fidelity@10`` (top-10 overlap with the teacher) and ratios to the teacher.
     """
     from recshrink.pipeline import machine_entry
     from recshrink.train.evaluate import evaluate
@@ -144,8 +151,10 @@ def run_benchmark(
                 m, users = evaluate(runner.scorer, split.test, data.item_attrs, ks,
                                     per_user=True, mask_scope=mask_scope, ties=ties)  # fmt: skip
                 ranks[label] = users.ranks
-                entry["metrics"] = {k: (round(v, 6) if isinstance(v, float) else v)
-                                    for k, v in m.items()}  # fmt: skip
+                entry["metrics"] = _rounded(m)
+                if valid:  # the split that chooses, through the same backend
+                    entry["valid"] = _rounded(evaluate(runner.scorer, split.valid, data.item_attrs,
+                                                       ks, mask_scope=mask_scope, ties=ties))
                 entry["quality_backend"] = backend
                 top = users.top[:, :10]  # ks include 10
                 if label == teacher:
