@@ -199,10 +199,10 @@ def _spec(cls, model: str, args: tuple[str, ...], train_kw: dict, **extra):
 def _finish(out: Path, label: str, model, ds, split, summary: dict, role: str, device: str,
             extra: dict | None = None) -> None:  # fmt: skip
     from recshrink.fsutil import write_json
-    from recshrink.pipeline import dataset_entry, machine_entry, model_entry, test_metrics
+    from recshrink.pipeline import dataset_entry, machine_entry, model_entry, split_metrics
     from recshrink.recipe import EvalSpec
 
-    metrics = test_metrics(model, ds, split, EvalSpec())
+    metrics = split_metrics(model, ds, split, EvalSpec())
     report = {
         "recshrink_version": __version__, "machine": machine_entry(device),
         "dataset": dataset_entry(ds), "teacher": label if role == "teacher" else None,
@@ -441,7 +441,7 @@ def prune(model_path, out, ratio, layers, importance, n_steps, recover, sparsity
     from recshrink.compress.distill import DistillConfig
     from recshrink.compress.prune import PruneConfig
     from recshrink.fsutil import write_json
-    from recshrink.pipeline import prune_model, test_metrics
+    from recshrink.pipeline import prune_model, split_metrics
     from recshrink.recipe import EvalSpec, format_validation_error
     from recshrink.train.config import TrainConfig
     from recshrink.train.evaluate import model_scorer, scorer_agreement
@@ -464,7 +464,7 @@ def prune(model_path, out, ratio, layers, importance, n_steps, recover, sparsity
                                   train_cfg=train_cfg, distill_cfg=kd_cfg,
                                   cache_dir=out.parent / ".teacher-cache", progress=progress)
     ev = EvalSpec()
-    m_parent, m_pruned = test_metrics(parent, ds, split, ev), test_metrics(pruned, ds, split, ev)
+    m_parent, m_pruned = split_metrics(parent, ds, split, ev), split_metrics(pruned, ds, split, ev)
     agree = scorer_agreement(model_scorer(pruned), model_scorer(parent), split.test.histories)
     report = {"parent": {"artifact": str(model_path), "params": parent.num_params(),
                          "metrics": m_parent},
@@ -501,7 +501,7 @@ def quantize(model_path, mode, calibration, per_channel, op_types, threads, out,
     from recshrink.fsutil import write_json
     from recshrink.models.io import load_model, save_model
     from recshrink.pipeline import (
-        check_compatible, export_checked, load_dataset, quantize_file, test_metrics,
+        check_compatible, export_checked, load_dataset, quantize_file, split_metrics,
     )  # fmt: skip
     from recshrink.recipe import EvalSpec, format_validation_error
     from recshrink.train.evaluate import model_scorer, scorer_agreement
@@ -513,12 +513,12 @@ def quantize(model_path, mode, calibration, per_channel, op_types, threads, out,
         _check_out(out, "dir")
         model, meta, ds, split = _load_with_data(model_path, kw)
         cfg = RowwiseConfig(bits=int(mode[-1]))
-        parent_metrics = test_metrics(model, ds, split, ev)
+        parent_metrics = split_metrics(model, ds, split, ev)
         parent_scorer = model_scorer(load_model(model_path)[0])
         q = quantize_item_table(model, cfg)
         save_model(q, out, item_ids=meta.item_ids, data_fingerprint=meta.data_fingerprint,
                    steps=[*meta.steps, cfg.step()], extra={**meta.extra, "parent": str(model_path)})
-        metrics = test_metrics(q, ds, split, ev)
+        metrics = split_metrics(q, ds, split, ev)
         agree = scorer_agreement(model_scorer(q), parent_scorer, split.test.histories)
         entry = _compare_entry(mode, q, out, metrics, parent_metrics, agree,
                                {"parent": str(model_path), "steps": [*meta.steps, cfg.step()]})

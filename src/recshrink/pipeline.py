@@ -380,7 +380,7 @@ def quantize_file(
     return out
 
 
-def test_metrics(model: SeqRecModel, data: InteractionData, split: Split, ev: EvalSpec,
+def split_metrics(model: SeqRecModel, data: InteractionData, split: Split, ev: EvalSpec,
                  which: str = "test") -> dict:  # fmt: skip
     """Full-ranking metrics of ``model`` on the test (or ``"valid"``) split, with the recipe's
     protocol (history masking, tie policy)."""
@@ -534,8 +534,8 @@ def _finish_job(recipe: Recipe, role: str, spec: ModelSpec, where: Path, trained
         return
     model, summary, seconds = trained
     teacher = state.teacher
-    metrics = test_metrics(model, data, split, recipe.evaluate)
-    valid = test_metrics(model, data, split, recipe.evaluate, "valid")
+    metrics = split_metrics(model, data, split, recipe.evaluate)
+    valid = split_metrics(model, data, split, recipe.evaluate, "valid")
     extra: dict = {}
     if role == "teacher":
         state.teacher, state.teacher_ndcg = model, metrics["ndcg@10"]
@@ -785,8 +785,8 @@ def _derived_entry(model: SeqRecModel, role: str, where: Path, parent: str, step
                    ev: EvalSpec, extra: dict) -> dict:  # fmt: skip
     """The report entry of a pruned or quantized model: test and valid metrics, retention of
     the teacher's NDCG@10 on each split, and the ratio to its parent."""
-    metrics = test_metrics(model, data, split, ev)
-    valid = test_metrics(model, data, split, ev, "valid")
+    metrics = split_metrics(model, data, split, ev)
+    valid = split_metrics(model, data, split, ev, "valid")
     t = report["models"][report["teacher"]]
     return model_entry(model, role, where, metrics, valid=valid, extra={
         "parent": parent, "steps": steps,
