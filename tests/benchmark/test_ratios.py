@@ -200,8 +200,9 @@ def test_tensorrt_scorer_assembles_full_scores(full):
     if full:
         assert eng.calls[0][1] == ("all_scores",)
         assert out[2].tolist() == [2.0 * i for i in range(7)]
-    else:  # top-K fill, as onnx_scorer: the K best keep their scores, the rest -inf
-        assert out[2, 5:].tolist() == [10.0, 12.0] and np.isneginf(out[2, :5].numpy()).all()
+    else:  # top-K fill, as onnx_scorer: the K best keep their scores, the rest the lowest
+        assert out[2, 5:].tolist() == [10.0, 12.0] and out[2, 1:5].tolist() == [10.0] * 4
+        assert np.isneginf(out[2, 0].item())
     with pytest.raises(RecshrinkError, match="num_items"):
         tensorrt_scorer(eng, {})
     if full:  # a top-K fill takes its width from meta.json; full scores are checked against it

@@ -214,13 +214,13 @@ def engine_meta(engine_path: str | Path) -> dict:
 def tensorrt_scorer(runner: TensorRTRunner, meta: dict):
     """A score function for :func:`recshrink.train.evaluate.evaluate` that runs the engine,
     like :func:`recshrink.export.onnx.onnx_scorer`: the engine's ``all_scores`` output when it
-    has one (exact full ranking), else its top-K items get their scores and every other item
-    ``-inf`` (metrics at cut-offs up to K exact). Returns CPU float32 ``[B, N + 1]``; batches
+    has one (exact full ranking), else the top-K list through
+    :func:`recshrink.export.onnx.scores_from_topk` (exact below K, a lower bound at K). Returns CPU float32 ``[B, N + 1]``; batches
     larger than the engine's ``max_batch`` are run in chunks.
     """
     import torch
 
-    from recshrink.export.onnx import fixed_len_of, trim_for_graph
+    from recshrink.export.onnx import fixed_len_of, scores_from_topk, trim_for_graph
 
     if "num_items" not in meta:
         raise RecshrinkError("the engine's meta.json has no num_items (rebuild the engine)")
@@ -237,8 +237,7 @@ def tensorrt_scorer(runner: TensorRTRunner, meta: dict):
             out = out.float().cpu()
         else:
             top, ids = runner.run_torch(seq)
-            out = torch.full((len(h), n), float("-inf"))
-            out.scatter_(1, ids.long().cpu(), top.float().cpu())
+            out = scores_from_topk(top.float().cpu(), ids.long().cpu(), n - 1)
         if out.shape != (len(h), n):
             raise RecshrinkError(f"the engine returned scores {tuple(out.shape)}, expected "
                                  f"{(len(h), n)} (num_items in its meta.json)")  # fmt: skip
