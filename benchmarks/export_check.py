@@ -28,7 +28,8 @@ def main() -> None:
     from recshrink.export.onnx import ServingHead
     from recshrink.export.runtime import Predictor
     from recshrink.models.io import load_model
-    from recshrink.pipeline import export_checked, popular_items
+    from recshrink.api import popular_items
+    from recshrink.api.exports import export_checked
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)

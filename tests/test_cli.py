@@ -325,11 +325,11 @@ def test_process_refuses_plain_pickle(tmp_path, data_file):
 
 
 def test_unreadable_path_is_a_user_error(monkeypatch, data_file):
-    import recshrink.pipeline
+    from recshrink.recipe import DataSpec
 
     def denied(spec):
         raise PermissionError(13, "Permission denied", spec.path)
 
-    monkeypatch.setattr(recshrink.pipeline, "load_dataset", denied)
+    monkeypatch.setattr(DataSpec, "load", denied)
     monkeypatch.delenv("RECSHRINK_DEBUG", raising=False)
     assert_user_error(invoke("data", "stats", "--data", data_file), "tiny.txt", "Permission denied")

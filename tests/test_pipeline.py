@@ -109,7 +109,7 @@ def test_recipe_refers_to_unknown_models():
 
 
 def test_rerun_reuses_manifests_and_from_redoes(tmp_path, monkeypatch):
-    import recshrink.pipeline as pl
+    import recshrink.api.training as api_train
 
     torch.set_num_threads(1)
     raw = json.loads(json.dumps(TINY))
@@ -119,9 +119,10 @@ def test_rerun_reuses_manifests_and_from_redoes(tmp_path, monkeypatch):
     man = json.loads((tmp_path / "students" / "g_kd" / "manifest.json").read_text())
     assert man["stage"] == "students" and man["entry"]["metrics"] == first["models"]["g_kd"]["metrics"]
     calls = []
-    real_fit, real_distill = pl.fit, pl.distill
-    monkeypatch.setattr(pl, "fit", lambda *a, **k: calls.append("fit") or real_fit(*a, **k))
-    monkeypatch.setattr(pl, "distill", lambda *a, **k: calls.append("distill") or real_distill(*a, **k))
+    real_fit, real_distill = api_train.fit, api_train.distill_fit
+    monkeypatch.setattr(api_train, "fit", lambda *a, **k: calls.append("fit") or real_fit(*a, **k))
+    monkeypatch.setattr(api_train, "distill_fit",
+                        lambda *a, **k: calls.append("distill") or real_distill(*a, **k))
     again = run_recipe(recipe, tmp_path, progress=False)
     assert calls == []  # every model came from its manifest
     assert again["models"] == first["models"]
@@ -201,7 +202,7 @@ def test_prune_recovery_never_reinitialises_the_item_table(tmp_path):
     from recshrink.data.split import leave_one_out
     from recshrink.data.synthetic import SyntheticConfig, synthetic
     from recshrink.models import build_model
-    from recshrink.pipeline import prune_model
+    from recshrink.api import prune
     from recshrink.train.config import TrainConfig
 
     torch.set_num_threads(1)
@@ -210,10 +211,9 @@ def test_prune_recovery_never_reinitialises_the_item_table(tmp_path):
     torch.manual_seed(0)
     model = build_model("gru", data.num_items, dim=8, max_len=10).eval()
     before = model.item_table().detach().clone()
-    pruned, _ = prune_model(model, "g", [], PruneConfig(ratio=0.5), data, split, tmp_path / "p",
-                            train_cfg=TrainConfig(epochs=1, batch_size=32, num_negatives=8, lr=1e-4),
-                            distill_cfg=DistillConfig(top_m=5, kd_negatives=8, init_items="pca"),
-                            progress=False)  # fmt: skip
+    pruned = prune(model, data, out=tmp_path / "p", config=PruneConfig(ratio=0.5), split=split,
+                   train=TrainConfig(epochs=1, batch_size=32, num_negatives=8, lr=1e-4),
+                   kd=DistillConfig(top_m=5, kd_negatives=8, init_items="pca")).model
     after = pruned.item_table().detach()
     assert after.shape == before.shape
     cos = torch.nn.functional.cosine_similarity(after[1:], before[1:], dim=-1)
@@ -296,7 +296,7 @@ def test_search_over_a_trained_student_directory(tmp_path):
 def test_baseline_matches_builder_and_arguments():
     """A student is compared with a baseline of the same builder *and* arguments: a wider GRU
     student is not credited against the narrow GRU trained alone."""
-    from recshrink.pipeline import _arch
+    from recshrink.pipeline.training import arch_key as _arch
     from recshrink.recipe import ModelSpec
 
     narrow = ModelSpec(name="a", model="gru_small")

@@ -11,9 +11,9 @@ The pipeline is::
     ranks = target_ranks(scores, targets)          # [B], 0-based
     metrics = ranking_metrics(ranks, ks=(5, 10, 20))
 
-or, across batches, :class:`MetricAccumulator`. Interest-level metrics compare the
-attribute sets (e.g. categories) of the top-K items with the target's attributes, and
-:func:`is_interest_shift` labels a user whose target leaves their recent interests.
+or, across batches, :class:`MetricAccumulator`. Interest-level metrics and interest-shift labels
+are in :mod:`recshrink.interest`; comparisons of a model with a reference on the same users
+(paired bootstrap, retention, top-K overlap) are in :mod:`recshrink.compare`.
 """
 
 from __future__ import annotations
@@ -25,26 +25,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from recshrink.interest import interest_summary, per_user_interest, to_2d_int_array, to_int_array
+
 __all__ = [
-    "MetricAccumulator",
-    "interest_f1",
-    "informative_attrs",
-    "interest_shift_mask",
-    "is_interest_shift",
-    "mask_scores",
-    "paired_bootstrap",
-    "nonfinite_rows",
-    "per_user_metric",
-    "rank_retention",
-    "rank_scores",
-    "ranking_metrics",
-    "target_ranks",
-    "TIES",
-    "Ranked",
-]
+    "MetricAccumulator", "mask_scores", "nonfinite_rows", "per_user_metric", "rank_scores",
+    "ranking_metrics", "target_ranks", "TIES", "Ranked",
+]  # fmt: skip
 
 _RANK_KEYS = ("hr", "ndcg", "precision", "recall", "f1", "mrr")
-_INTEREST_KEYS = ("interest_precision", "interest_recall", "interest_f1")
 
 
 def mask_scores(scores: Tensor, history: Tensor | None, mask_history: bool = True) -> Tensor:
@@ -198,19 +186,6 @@ def rank_scores(
     return Ranked(masked, torch.where(bad, torch.full_like(ranks, scores.shape[1] - 1), ranks), bad)
 
 
-def _to_int_array(values: Tensor | np.ndarray | Sequence[int], name: str) -> np.ndarray:
-    """Converts a tensor/array/sequence to a 1-D int64 numpy array."""
-    if isinstance(values, Tensor):
-        arr = values.detach().cpu().numpy()
-    else:
-        arr = np.asarray(values)
-    arr = arr.reshape(-1)
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.equal(np.mod(arr, 1), 0)):
-            raise ValueError(f"{name} must contain integers")
-    return arr.astype(np.int64)
-
-
 def _to_rank_array(values: Tensor | np.ndarray | Sequence[float]) -> np.ndarray:
     """Target ranks as a 1-D float64 array: integers (pessimistic ties) or halves (expected)."""
     arr = values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
@@ -218,17 +193,6 @@ def _to_rank_array(values: Tensor | np.ndarray | Sequence[float]) -> np.ndarray:
     if arr.size and not np.isfinite(arr).all():
         raise ValueError("ranks must be finite")
     return arr
-
-
-def _to_2d_int_array(values: Tensor | np.ndarray | Sequence[Sequence[int]], name: str) -> np.ndarray:
-    """Converts a tensor/array/nested sequence to a 2-D int64 numpy array."""
-    if isinstance(values, Tensor):
-        arr = values.detach().cpu().numpy()
-    else:
-        arr = np.asarray(values)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got shape {arr.shape}")
-    return arr.astype(np.int64)
 
 
 def _per_user_ranking(ranks: np.ndarray, k: int) -> dict[str, np.ndarray]:
@@ -295,271 +259,12 @@ def per_user_metric(ranks: Tensor | np.ndarray | Sequence[int], name: str, k: in
     return _per_user_ranking(_to_rank_array(ranks), int(k))[name]
 
 
-def paired_bootstrap(
-    a: np.ndarray | Sequence[float],
-    b: np.ndarray | Sequence[float],
-    resamples: int = 2000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Compare two models' per-user values of one metric measured on the same users.
-
-    Users are resampled with replacement, jointly for both models (a paired bootstrap), and
-    the percentile intervals of the ratio ``mean(a) / mean(b)`` (e.g. a student's retention of
-    its teacher's NDCG@10) and of the difference ``mean(a) - mean(b)`` are returned.
-
-    Args:
-        a: ``[U]`` per-user values of the model being judged.
-        b: ``[U]`` per-user values of the reference, same users in the same order.
-        resamples: Bootstrap resamples.
-        level: Confidence level of the intervals.
-        seed: Seed of the resampling.
-
-    Returns:
-        ``ratio``, ``ratio_low``, ``ratio_high``, ``diff``, ``diff_low``, ``diff_high``, and
-        ``users``, ``resamples``, ``level``.
-
-    Raises:
-        ValueError: On arrays of different shapes, no users, a reference mean of zero, or a
-            level outside (0, 1).
-    """
-    x, y = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
-    if x.shape != y.shape:
-        raise ValueError(f"paired values differ in length: {x.size} vs {y.size}")
-    if x.size == 0 or y.mean() == 0:
-        raise ValueError("paired bootstrap needs users and a reference with a non-zero mean")
-    if not 0 < level < 1 or resamples < 1:
-        raise ValueError("level must be in (0, 1) and resamples >= 1")
-    rng = np.random.default_rng(seed)
-    n, ratios, diffs = x.size, [], []
-    chunk = max(1, 2_000_000 // n)  # resamples per chunk: bounded index memory
-    for start in range(0, resamples, chunk):
-        idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))  # [R, U]
-        ma, mb = x[idx].mean(1), y[idx].mean(1)  # [R]
-        ratios.append(ma / np.where(mb == 0, np.nan, mb))
-        diffs.append(ma - mb)
-    r, d = np.concatenate(ratios), np.concatenate(diffs)
-    lo, hi = 50 * (1 - level), 50 * (1 + level)
-    return {"ratio": float(x.mean() / y.mean()),
-            "ratio_low": float(np.nanpercentile(r, lo)), "ratio_high": float(np.nanpercentile(r, hi)),
-            "diff": float(x.mean() - y.mean()),
-            "diff_low": float(np.percentile(d, lo)), "diff_high": float(np.percentile(d, hi)),
-            "users": int(n), "resamples": int(resamples), "level": float(level)}  # fmt: skip
-
-
-def rank_retention(
-    ranks: np.ndarray,
-    ref_ranks: np.ndarray,
-    name: str = "ndcg",
-    k: int = 10,
-    resamples: int = 2000,
-) -> dict[str, float]:
-    """A model's retention of a reference's ``name@k`` from both models' per-user target ranks
-    on the same users: :func:`paired_bootstrap` of the per-user values, plus the two means
-    (``model``, ``reference``). Raises ``ValueError`` when the reference's mean is zero."""
-    a, b = per_user_metric(ranks, name, k), per_user_metric(ref_ranks, name, k)
-    return {"model": float(a.mean()), "reference": float(b.mean()),
-            **paired_bootstrap(a, b, resamples=resamples)}  # fmt: skip
-
-
 def _check_ks(ks: Sequence[int]) -> None:
     if len(ks) == 0:
         raise ValueError("ks must not be empty")
     for k in ks:
         if int(k) != k or k < 1:
             raise ValueError(f"cutoffs must be integers >= 1, got {k!r}")
-
-
-def _attrs_of(item_attrs: Sequence[frozenset[int]], item: int) -> frozenset[int]:
-    """Attributes of one item; padding (0) and unknown ids have none."""
-    if item <= 0 or item >= len(item_attrs):
-        return frozenset()
-    attrs = item_attrs[item]
-    return attrs if attrs is not None else frozenset()
-
-
-def _per_user_interest(
-    topk_ids: np.ndarray, targets: np.ndarray, item_attrs: Sequence[frozenset[int]]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-user interest precision, recall, F1 and validity (all shape ``[B]``)."""
-    n = targets.shape[0]
-    prec = np.zeros(n, dtype=np.float64)
-    rec = np.zeros(n, dtype=np.float64)
-    f1 = np.zeros(n, dtype=np.float64)
-    valid = np.zeros(n, dtype=bool)
-    for u in range(n):
-        t_attrs = _attrs_of(item_attrs, int(targets[u]))
-        if not t_attrs:
-            continue
-        valid[u] = True
-        a_attrs: set[int] = set()
-        for item in topk_ids[u]:
-            a_attrs.update(_attrs_of(item_attrs, int(item)))
-        inter = len(a_attrs & t_attrs)
-        p = inter / len(a_attrs) if a_attrs else 0.0
-        r = inter / len(t_attrs)
-        prec[u] = p
-        rec[u] = r
-        f1[u] = 2.0 * p * r / (p + r) if (p + r) > 0 else 0.0
-    return prec, rec, f1, valid
-
-
-def _interest_summary(
-    k: int, prec: np.ndarray, rec: np.ndarray, f1: np.ndarray, valid: np.ndarray
-) -> dict[str, float]:
-    """Averages per-user interest values over valid users."""
-    cnt = int(valid.sum())
-    vals = (prec, rec, f1)
-    return {
-        f"{name}@{k}": (float(v[valid].mean()) if cnt else 0.0)
-        for name, v in zip(_INTEREST_KEYS, vals)
-    }
-
-
-def interest_f1(
-    topk_ids: Tensor | np.ndarray,
-    targets: Tensor | np.ndarray | Sequence[int],
-    item_attrs: Sequence[frozenset[int]],
-) -> dict[str, Any]:
-    """Interest-level precision/recall/F1 between the top-K list and the target.
-
-    For each user whose target has a non-empty attribute set T, let A be the union of
-    the attributes of the top-K items (padding id 0 contributes none). Then
-    ``precision = |A∩T|/|A|`` (0 if A is empty), ``recall = |A∩T|/|T|`` and
-    ``f1 = 2PR/(P+R)`` (0 if both are 0). Users whose target has no attributes are
-    excluded from the averages.
-
-    Args:
-        topk_ids: Recommended item ids, shape ``[B, K]``.
-        targets: Target item ids, shape ``[B]``.
-        item_attrs: ``item_attrs[i]`` is the attribute set of item id ``i``; ids past
-            the end of the list have no attributes.
-
-    Returns:
-        ``{"interest_precision@K", "interest_recall@K", "interest_f1@K"}`` as floats
-        (0.0 when no user counts) and ``"interest_count"``, the number of users averaged.
-
-    Raises:
-        ValueError: If the batch sizes disagree.
-    """
-    top = _to_2d_int_array(topk_ids, "topk_ids")  # [B, K]
-    tgt = _to_int_array(targets, "targets")  # [B]
-    if top.shape[0] != tgt.shape[0]:
-        raise ValueError(f"topk_ids has {top.shape[0]} rows but targets has {tgt.shape[0]}")
-    prec, rec, f1, valid = _per_user_interest(top, tgt, item_attrs)
-    out: dict[str, Any] = _interest_summary(top.shape[1], prec, rec, f1, valid)
-    out["interest_count"] = int(valid.sum())
-    return out
-
-
-ATTR_MAX_SHARE = 0.5  # attributes on more than this share of the items say nothing of interest
-
-
-def informative_attrs(
-    item_attrs: Sequence[frozenset[int]], max_share: float = ATTR_MAX_SHARE
-) -> tuple[list[frozenset[int]], list[int]]:
-    """The attribute table without the attributes that nearly every item carries.
-
-    An attribute on more than ``max_share`` of the real items (a root category such as
-    "Beauty" on every Amazon item) tells nothing about a user's interest: with it, every target
-    "shares an attribute" with every history, so no case is an interest shift and interest F1
-    is trivially high. Such attributes are left out of the shift/stable decision and of
-    interest F1.
-
-    Args:
-        item_attrs: ``item_attrs[i]`` is the attribute set of item id ``i`` (index 0 padding).
-        max_share: Largest share of items an attribute may be on and still count.
-
-    Returns:
-        ``(table, dropped)``: the filtered table (same length) and the dropped attribute ids,
-        sorted. The table is ``item_attrs`` itself when nothing is dropped.
-    """
-    n = max(1, len(item_attrs) - 1)
-    counts: dict[int, int] = {}
-    for attrs in item_attrs[1:]:
-        for a in attrs or ():
-            counts[a] = counts.get(a, 0) + 1
-    dropped = sorted(a for a, c in counts.items() if c > max_share * n)
-    if not dropped:
-        return list(item_attrs), []
-    gone = frozenset(dropped)
-    return [frozenset(a - gone) if a else frozenset() for a in item_attrs], dropped
-
-
-def is_interest_shift(
-    history: Tensor | np.ndarray | Sequence[int],
-    target: int,
-    item_attrs: Sequence[frozenset[int]],
-    window: int = 5,
-) -> bool | None:
-    """Whether the target leaves the user's recent interests.
-
-    The recent interests are the union of the attributes of the last ``window``
-    non-padding items of ``history`` (zeros are ignored wherever they appear).
-
-    Args:
-        history: 1-D item ids in time order (oldest first), 0 = padding.
-        target: The target item id.
-        item_attrs: ``item_attrs[i]`` is the attribute set of item id ``i``.
-        window: How many of the most recent real items define recent interests (>= 1).
-
-    Returns:
-        True if the target's attributes share nothing with the recent interests, False
-        if they overlap, and None (undetermined) when the target has no attributes or
-        the window items have none (including an empty history).
-
-    Raises:
-        ValueError: If ``window`` < 1.
-    """
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
-    t_attrs = _attrs_of(item_attrs, int(target))
-    if not t_attrs:
-        return None
-    items = _to_int_array(history, "history")
-    items = items[items != 0][-window:]
-    recent: set[int] = set()
-    for item in items:
-        recent.update(_attrs_of(item_attrs, int(item)))
-    if not recent:
-        return None
-    return recent.isdisjoint(t_attrs)
-
-
-def interest_shift_mask(
-    histories: Tensor | np.ndarray | Sequence[Sequence[int]],
-    targets: Tensor | np.ndarray | Sequence[int],
-    item_attrs: Sequence[frozenset[int]],
-    window: int = 5,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Batched :func:`is_interest_shift`.
-
-    Args:
-        histories: Item ids, shape ``[B, L]``, 0 = padding.
-        targets: Target ids, shape ``[B]``.
-        item_attrs: ``item_attrs[i]`` is the attribute set of item id ``i``.
-        window: See :func:`is_interest_shift`.
-
-    Returns:
-        ``(shift, known)``, two bool arrays of shape ``[B]``. ``known`` is False where
-        the shift is undetermined, and ``shift`` is False there. Stable users are
-        ``known & ~shift``.
-
-    Raises:
-        ValueError: If the batch sizes disagree or ``window`` < 1.
-    """
-    hist = _to_2d_int_array(histories, "histories")  # [B, L]
-    tgt = _to_int_array(targets, "targets")  # [B]
-    if hist.shape[0] != tgt.shape[0]:
-        raise ValueError(f"histories has {hist.shape[0]} rows but targets has {tgt.shape[0]}")
-    shift = np.zeros(tgt.shape[0], dtype=bool)
-    known = np.zeros(tgt.shape[0], dtype=bool)
-    for u in range(tgt.shape[0]):
-        res = is_interest_shift(hist[u], int(tgt[u]), item_attrs, window=window)
-        if res is not None:
-            known[u] = True
-            shift[u] = res
-    return shift, known
 
 
 class MetricAccumulator:
@@ -639,14 +344,14 @@ class MetricAccumulator:
         if with_interest:
             if targets is None:
                 raise ValueError("targets are required with topk_ids")
-            top = _to_2d_int_array(topk_ids, "topk_ids")  # [B, >=max(ks)]
-            tgt = _to_int_array(targets, "targets")  # [B]
+            top = to_2d_int_array(topk_ids, "topk_ids")  # [B, >=max(ks)]
+            tgt = to_int_array(targets, "targets")  # [B]
             if top.shape[0] != b or tgt.shape[0] != b:
                 raise ValueError("ranks, topk_ids and targets must have the same batch size")
             if top.shape[1] < max(self.ks):
                 raise ValueError(f"topk_ids needs >= {max(self.ks)} columns, got {top.shape[1]}")
             assert self.item_attrs is not None
-            interest = {k: _per_user_interest(top[:, :k], tgt, self.item_attrs) for k in self.ks}
+            interest = {k: per_user_interest(top[:, :k], tgt, self.item_attrs) for k in self.ks}
         # Commit only after validation succeeded.
         self._with_interest = with_interest
         for name in masks:
@@ -674,7 +379,7 @@ class MetricAccumulator:
                 prec, rec, f1, valid = (np.concatenate(parts) for parts in zip(*self._interest[k]))
                 if select is not None:
                     prec, rec, f1, valid = prec[select], rec[select], f1[select], valid[select]
-                out.update(_interest_summary(k, prec, rec, f1, valid))
+                out.update(interest_summary(k, prec, rec, f1, valid))
                 count = int(valid.sum())
             out["interest_count"] = count
         return out
@@ -693,14 +398,3 @@ class MetricAccumulator:
         for name, parts in self._groups.items():
             out[name] = self._summarize(np.concatenate(parts))
         return out
-
-
-def topk_overlap(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean fraction of shared items between two top-K id lists ``[B, K]`` (order ignored)."""
-    if a.shape != b.shape:
-        raise ValueError(f"top-k lists differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
-    if a.numel() == 0:
-        return 0.0
-    k = a.shape[1]
-    shared = (a.unsqueeze(-1) == b.unsqueeze(-2)).any(-1).sum(-1).float()  # [B]
-    return float((shared / k).mean())

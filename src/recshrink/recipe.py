@@ -14,7 +14,10 @@ from pydantic import (
 
 from recshrink.compress.distill import DistillConfig
 from recshrink.compress.prune import PruneConfig
-from recshrink.search import SearchSpec
+from recshrink.api.data import load_data, synthetic
+from recshrink.export.backends import BACKENDS
+from recshrink.data.dataset import InteractionData
+from recshrink.data.loaders import kcore_filter
 from recshrink.data.synthetic import SyntheticConfig
 from recshrink.errors import RecipeError, RecshrinkError
 from recshrink.models import build_model, builder_names
@@ -69,6 +72,26 @@ class DataSpec(_Strict):
             return p
         root = self.root or os.environ.get("RECSHRINK_DATA") or "data"
         return Path(root) / p
+
+    def load(self) -> InteractionData:
+        """Load (and k-core filter) the data this spec describes.
+
+        Raises:
+            DataError: Missing or malformed files.
+        """
+        if self.format == "synthetic":
+            data = synthetic(self.synthetic)
+            return kcore_filter(data, self.kcore) if self.kcore > 1 else data
+        options: dict = {}
+        if self.name:
+            options["name"] = self.name
+        if self.format == "s3rec" and self.attributes:
+            options["attributes"] = self.resolve(self.attributes)
+        elif self.format == "recbole" and self.item_path:
+            options["item_path"] = self.resolve(self.item_path)
+        elif self.format == "csv":
+            options.update(self.csv.model_dump())
+        return load_data(self.resolve(self.path), self.format, kcore=self.kcore, **options)
 
 
 class ModelSpec(_Strict):
@@ -187,8 +210,6 @@ class BenchmarkSpec(_Strict):
     @field_validator("backends")
     @classmethod
     def _backends(cls, v: list[str]) -> list[str]:
-        from recshrink.benchmark.backends import BACKENDS
-
         bad = [b for b in v if b not in BACKENDS]
         if bad:
             raise ValueError(f"unknown backend {bad[0]!r}; allowed: {', '.join(BACKENDS)}")
@@ -199,6 +220,38 @@ class GateSpec(_Strict):
     """Quality gates: the run fails (exit 2) when a model falls under its floor."""
 
     min_retention: dict[str, float] = Field(default_factory=dict)
+
+
+class SearchSpec(BaseModel):
+    """The ``search:`` block of a recipe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    students: list[str] = Field(default_factory=lambda: ["gru_tiny", "gru_small"])
+    prune_ratios: list[float] = Field(default_factory=lambda: [0.0, 0.5])
+    quantize: list[Literal["none", "int8", "int4", "dynamic"]] = Field(
+        default_factory=lambda: ["none", "int8"])
+    objective: Literal["latency", "size"] = "latency"
+    batch: int = Field(1, ge=1)
+    metric: Literal["ndcg@10", "f1@10"] = "ndcg@10"
+    max_drop: float = Field(0.05, ge=0.0, lt=1.0)
+    max_trials: int = Field(12, ge=1)
+    max_minutes: float | None = Field(None, gt=0)
+    threads: int | None = Field(None, ge=1)
+    budget_s: float = Field(0.5, gt=0)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    prune_train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=10, patience=3))
+
+    def model_post_init(self, __context) -> None:
+        for i, s in enumerate(self.students):
+            if s not in builder_names() and "/" not in s:
+                raise ValueError(f"students.{i}: {s!r} is neither a model builder "
+                                 f"({', '.join(builder_names())}) nor a trained student's "
+                                 "directory (a path with a /)")
+        for i, r in enumerate(self.prune_ratios):
+            if not 0.0 <= r < 1.0:
+                raise ValueError(f"prune_ratios.{i}: {r} is not in [0, 1)")
 
 
 class Recipe(_Strict):
@@ -243,7 +296,7 @@ class Recipe(_Strict):
                                      f"known: {', '.join(sorted(known))}")
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -277,9 +330,9 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
         if isinstance(node, list):
             if not last.isdigit() or int(last) >= len(node):
                 raise RecipeError(f"--set {key}: {last} is not an index of the list")
-            node[int(last)] = _parse_value(value)
+            node[int(last)] = parse_value(value)
         elif isinstance(node, dict):
-            node[last] = _parse_value(value)
+            node[last] = parse_value(value)
         else:
             raise RecipeError(f"--set {key}: {'.'.join(parts[:-1])} is not a mapping")
     return raw

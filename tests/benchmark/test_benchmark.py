@@ -155,7 +155,7 @@ def test_tiny_cpu_benchmark_end_to_end(tmp_path):
 
 
 def test_length_buckets_cut_a_batch_to_its_longest_history():
-    from recshrink.benchmark.backends import length_buckets, to_bucket
+    from recshrink.export.backends import length_buckets, to_bucket
 
     assert length_buckets(50) == (8, 16, 32, 50)
     assert length_buckets(20) == (8, 16, 20)

@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from recshrink.compress.distill import (
-    DistillConfig, alignment, build_teacher_cache, cache_batch_hook, distill,
-    init_items_from_teacher, kd_kl, negative_clash, rank_weights, ranking_kd, tail_bias,
+    DistillConfig, alignment, distill_fit, init_items_from_teacher, kd_kl, negative_clash,
+    rank_weights, ranking_kd, tail_bias,
 )  # fmt: skip
+from recshrink.compress.teacher_cache import build_teacher_cache, cache_batch_hook
 from recshrink.data.split import bucket_batches, leave_one_out, training_pairs
 from recshrink.data.synthetic import SyntheticConfig, synthetic
-from recshrink.metrics import topk_overlap
+from recshrink.compare import topk_overlap
 from recshrink.models import build_model
 from recshrink.train import TrainConfig, fit
 
@@ -151,7 +152,7 @@ def test_distilled_student_agrees_more_with_teacher(trained, tmp_path):
     alone = student()
     fit(alone, split, cfg, tmp_path / "alone", progress=False)
     kd = student()
-    res, summary = distill(teacher, kd, split, cfg, DistillConfig(kd_scope="full", temperature=2.0,
+    res, summary = distill_fit(teacher, kd, split, cfg, DistillConfig(kd_scope="full", temperature=2.0,
                                                                    init_items="none"),
                            tmp_path / "kd", cache_dir=tmp_path / "cache", progress=False)
     assert summary["losses"] == ["ground_truth", "logit_kd"] and summary["cache_reused"] is False
@@ -169,7 +170,7 @@ def test_all_losses_together_and_cache_reuse(trained, tmp_path):
     for i, reused in enumerate([False, True]):
         torch.manual_seed(0)
         s = build_model("cnn", data.num_items, dim=8, dilations=(1, 2), max_len=15)
-        res, summary = distill(teacher, s, split, cfg, dc, tmp_path / f"w{i}",
+        res, summary = distill_fit(teacher, s, split, cfg, dc, tmp_path / f"w{i}",
                                cache_dir=tmp_path / "cache", progress=False)
         assert summary["cache_reused"] is reused
         assert summary["losses"] == ["ground_truth", "logit_kd", "ranking_kd", "alignment",

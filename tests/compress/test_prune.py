@@ -3,9 +3,10 @@ import torch
 from torch import nn
 
 from recshrink.compress.prune import (
-    PruneConfig, RNNHiddenPruner, apply_sparsity, prunable_units, prune, structured_prune,
-    taylor_gradients, unit_ratio,
+    PruneConfig, prunable_units, prune, structured_prune, taylor_gradients, unit_ratio,
 )  # fmt: skip
+from recshrink.compress.prune_rnn import RNNHiddenPruner
+from recshrink.compress.sparsity import apply_sparsity
 from recshrink.data.split import bucket_batches, leave_one_out, training_pairs
 from recshrink.data.synthetic import SyntheticConfig, synthetic
 from recshrink.export.onnx import OnnxExportConfig, export_onnx, validate_onnx

@@ -121,7 +121,7 @@ def test_root_category_on_every_item_is_left_out_of_the_shift_split():
     assert sp.test.known.all()
     assert sp.test.shift.tolist() == hand and 0 < sum(hand) < len(hand)
     # with the root kept (the old rule), no case at all would be a shift
-    from recshrink.metrics import interest_shift_mask
+    from recshrink.interest import interest_shift_mask
 
     shift_root, _ = interest_shift_mask(sp.test.histories, sp.test.targets, attrs, window=2)
     assert not shift_root.any()
@@ -131,7 +131,7 @@ def test_root_category_on_every_item_is_left_out_of_the_shift_split():
 
 
 def test_too_few_shift_cases_are_reported_not_printed_as_zeros():
-    from recshrink.pipeline import protocol_entry
+    from recshrink.entries import protocol_entry
     from recshrink.recipe import EvalSpec
     from recshrink.train.evaluate import evaluate, shift_groups
 
@@ -141,7 +141,7 @@ def test_too_few_shift_cases_are_reported_not_printed_as_zeros():
     sp = leave_one_out(d, max_len=4, shift_window=2)
     assert int((sp.test.shift & sp.test.known).sum()) == 3
     assert shift_groups(sp.test) == {}
-    proto = protocol_entry(EvalSpec(), d, sp, 4, 2)
+    proto = protocol_entry(EvalSpec().kwargs(), d, sp, 4, 2)
     assert proto["shift_cases"] == 3 and proto["stable_cases"] == 50
     assert "too few cases" in proto["shift_split"]
     assert proto["attrs_dropped"]["ids"] == [] and proto["ties"] == "pessimistic"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from recshrink.benchmark.backends import open_runner
+from recshrink.export.backends import Backend, open_backend
 from recshrink.data.split import leave_one_out
 from recshrink.data.synthetic import SyntheticConfig, synthetic
 from recshrink.export.onnx import ServingHead
@@ -41,7 +41,7 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean([len(set(x) & set(y)) / K for x, y in zip(a.tolist(), b.tolist())]))
 
 
-def _run(runner, hist: np.ndarray) -> np.ndarray:
+def _run(runner: Backend, hist: np.ndarray) -> np.ndarray:
     x = hist if runner.fixed_len is None else hist[:, -runner.fixed_len :]
     x = runner.prepare(np.ascontiguousarray(x))
     out = runner.call(x)
@@ -58,7 +58,7 @@ def test_cuda_backends_agree_with_cpu(setup, arch, backend, dtype, floor):
     models, hist, _ = setup
     model, path = models[arch]
     ref = _cpu_top(model, hist)
-    runner = open_runner(path, backend, device="cuda", dtype=dtype, k=K)
+    runner = open_backend(path, backend, device="cuda", dtype=dtype, k=K)
     got = _run(runner, hist)
     assert got.shape == (len(hist), K)
     assert _overlap(got, ref) >= floor
@@ -74,7 +74,7 @@ def test_cuda_backends_agree_with_cpu(setup, arch, backend, dtype, floor):
 def test_torch_compile_on_cuda(setup):
     models, hist, _ = setup
     model, path = models["cnn"]
-    runner = open_runner(path, "torch-compile", device="cuda", k=K)
+    runner = open_backend(path, "torch-compile", device="cuda", k=K)
     assert _overlap(_run(runner, hist), _cpu_top(model, hist)) >= 0.99
 
 
@@ -84,7 +84,7 @@ def test_aoti_package_on_cuda(setup, arch):
     model, _ = models[arch]
     pkg = export_aoti(model.cuda(), tmp / f"{arch}.pt2", k=K, device="cuda")
     ref = _cpu_top(model, hist)
-    runner = open_runner(pkg, "aoti", device="cuda")
+    runner = open_backend(pkg, "aoti", device="cuda")
     assert _overlap(_run(runner, hist), ref) >= 0.99
     pred = Predictor.load(pkg, device="cuda")
     raw_hist = [[int(i) for i in h if i] for h in hist[:32]]

@@ -1,3 +1,4 @@
+import importlib
 import json
 
 import numpy as np
@@ -9,10 +10,11 @@ from recshrink.data.synthetic import SyntheticConfig, synthetic
 from recshrink.errors import RecshrinkError
 from recshrink.export.compat import trt_compatibility
 from recshrink.export.onnx import ServingHead
-from recshrink.export.runtime import Predictor, id_map_fingerprint, sidecar_path
+from recshrink.export.runtime import Predictor
+from recshrink.export.artifacts import id_map_fingerprint, sidecar_path
 from recshrink.models import build_model
 from recshrink.models.io import save_model
-from recshrink.pipeline import export_checked
+from recshrink.api.exports import export_checked
 
 N = 40
 RAW = [str(1000 + 7 * i) for i in range(N)]  # raw id of model id i + 1
@@ -111,12 +113,14 @@ def test_export_gate_leaves_no_file(tmp_path, artifacts, monkeypatch):
     from recshrink.export.onnx import OnnxExportConfig
 
     model, _, _, split = artifacts
-    import recshrink.export.onnx as onnx_mod
+    # the module export_checked reads validate_onnx from (``recshrink.export`` is the entry
+    # function, so ``import recshrink.export.onnx as m`` does not reach a module)
+    checked = importlib.import_module(export_checked.__module__)
 
     def bad_validate(path, model, hist, **kw):
         return {"agreement@10": 0.5, "max_abs_diff": 1.0, "mean_abs_diff": 1.0, "users": len(hist), "nonfinite": 0}
 
-    monkeypatch.setattr(onnx_mod, "validate_onnx", bad_validate)
+    monkeypatch.setattr(checked, "validate_onnx", bad_validate)
     with pytest.raises(RecshrinkError, match="agreement"):
         export_checked(model, tmp_path / "g.onnx", split, steps=[], item_ids=RAW, popular=[],
                        cfg=OnnxExportConfig(min_agreement=0.99))

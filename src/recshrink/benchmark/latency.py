@@ -8,12 +8,15 @@ waits for one batch (inputs already resident where the backend reads them).
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from recshrink.export.onnx import trim_for_graph
 
 
 def percentile(sorted_samples: Sequence[float], q: float) -> float:
@@ -105,11 +108,9 @@ class PeakRSS:
     def rss_bytes() -> int:
         try:
             fields = Path("/proc/self/statm").read_text().split()
-            import os
-
             return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, ValueError, IndexError):
-            import resource
+            import resource  # not on every platform
 
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -137,8 +138,6 @@ def input_batches(histories: np.ndarray, batch: int, count: int = 8, seed: int =
     """``count`` distinct batches of real histories (rows drawn at random, with replacement
     when there are fewer users than ``batch``), each trimmed to its longest history (or padded
     to ``fixed_len`` for fixed-shape backends), int64 and contiguous."""
-    from recshrink.export.onnx import trim_for_graph
-
     rng = np.random.default_rng(seed)
     n = len(histories)
     out = []

@@ -311,3 +311,13 @@ def write_report(report: dict, out_dir: str | Path) -> list[Path]:
     write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", markdown(report))
     return [out / "report.json", out / "report.md", *plots(report, out)]
+
+
+def write_run_markdown(bench: dict, search: dict | None, out_dir: Path) -> Path:
+    """A recipe run's report.md: the benchmark's tables, then the search's trial table."""
+    text = markdown(bench)
+    if search:
+        text += "\n" + search_markdown(search, level=2)
+    path = Path(out_dir) / "report.md"
+    atomic_write_text(path, text)
+    return path

@@ -12,18 +12,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recshrink.benchmark.backends import BACKENDS, applies, artifact_kind, open_runner
+from recshrink.compare import rank_retention, topk_overlap
 from recshrink.benchmark.latency import PeakRSS, input_batches, throughput, time_calls
 from recshrink.data.dataset import InteractionData
 from recshrink.data.split import Split
+from recshrink.entries import machine_entry
 from recshrink.errors import RecshrinkError
+from recshrink.export.artifacts import artifact_kind
+from recshrink.export.backends import BACKENDS, Backend, applies, open_backend
+from recshrink.models.io import artifact_bytes, load_model
+from recshrink.train.evaluate import evaluate
 
 
 def _params(path: Path) -> int | None:
     kind = artifact_kind(path)
     if kind == "checkpoint":
-        from recshrink.models.io import load_model
-
         return load_model(path)[0].num_params()
     if kind == "onnx":
         import onnx
@@ -34,20 +37,19 @@ def _params(path: Path) -> int | None:
 
 
 def _artifact_bytes(path: Path) -> int:
-    from recshrink.models.io import artifact_bytes
-
     if path.is_dir():  # weights only (configs, id maps and training state are not the model)
         w = path / "model.safetensors"
         return w.stat().st_size if w.is_file() else artifact_bytes(path)
     return path.stat().st_size
 
 
-def time_runner(runner, histories: np.ndarray, batches, budget_s: float,
+def time_runner(runner: Backend, histories: np.ndarray, batches, budget_s: float,
                 warmup: int | None = None) -> tuple[dict, dict]:  # fmt: skip
-    """Latency stats and users/s of an opened runner at each batch size.
+    """Latency stats and users/s of an opened backend at each batch size.
 
-    Each size gets 8 distinct batches of real histories (padded to the runner's fixed length
-    where it has one), warm-up calls, then :func:`time_calls` within ``budget_s``.
+    Each size gets 8 distinct batches of real histories (padded to the backend's fixed length
+    where it has one), warm-up calls, then :func:`time_calls` of ``runner.call`` within
+    ``budget_s``.
 
     Returns:
         ``({batch: stats}, {batch: users_per_s})`` keyed by the batch size as a string.
@@ -95,9 +97,6 @@ def run_benchmark(
         backend, test split), ``valid`` (the same on the validation split, with ``valid``),
         ``fidelity@10`` (top-10 overlap with the teacher) and ratios to the teacher.
     """
-    from recshrink.pipeline import machine_entry
-    from recshrink.train.evaluate import evaluate
-
     for b in backends:
         if b not in BACKENDS:
             raise RecshrinkError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
@@ -135,7 +134,7 @@ def run_benchmark(
                 torch.cuda.reset_peak_memory_stats()
                 before = torch.cuda.memory_allocated()
             with PeakRSS() as rss:
-                runner = open_runner(path, backend, device=device, threads=threads, dtype=dtype)
+                runner = open_backend(path, backend, device=device, threads=threads, dtype=dtype)
                 first = input_batches(hist, batches[0], count=1, seed=batches[0],
                                       fixed_len=runner.fixed_len)[0]  # fmt: skip
                 runner.call(runner.prepare(first))
@@ -160,8 +159,6 @@ def run_benchmark(
                 if label == teacher:
                     teacher_top = top
                 if teacher_top is not None:
-                    from recshrink.metrics import topk_overlap
-
                     entry["fidelity@10"] = round(topk_overlap(top, teacher_top), 4)
                 quality_done = True
             if progress:
@@ -178,8 +175,6 @@ def run_benchmark(
 def _retention_intervals(report: dict, ranks: dict[str, np.ndarray]) -> None:
     """Add ``vs_teacher["ndcg@10_ci"]``: a paired-bootstrap 95% interval of each model's
     NDCG@10 retention, resampling the same test users for the model and the teacher."""
-    from recshrink.metrics import rank_retention
-
     t = ranks.get(report["teacher"])
     if t is None or not (t < 10).any():  # no teacher, or a teacher with NDCG@10 = 0
         return

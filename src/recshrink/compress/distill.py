@@ -2,7 +2,8 @@
 
 The teacher runs once over every training window; its user vector and top-M items with their
 logits at every position are cached on disk (keyed by teacher weights, data and settings) and
-reused by every student and every epoch, so a student trains at the cost of training alone.
+reused by every student and every epoch, so a student trains at the cost of training alone
+(:mod:`recshrink.compress.teacher_cache`).
 
 Losses (each with a weight, combinable):
 
@@ -19,25 +20,21 @@ Losses (each with a weight, combinable):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from recshrink.data.split import Split, pad_left, training_pairs
+from recshrink.compress.teacher_cache import cache_batch_hook, teacher_cache
+from recshrink.data.split import Split, training_pairs
 from recshrink.errors import RecshrinkError
-from recshrink.fsutil import atomic_path
 from recshrink.models.base import SeqRecModel
-from recshrink.train.config import LATER_DEFAULTS, TrainConfig
-from recshrink.train.losses import sample_negatives
+from recshrink.train.config import LATER_DEFAULTS, TrainConfig, config_json
 from recshrink.train.trainer import (
     TrainResult, fit, ground_truth_loss, item_popularity, state_digest,
 )  # fmt: skip
@@ -191,109 +188,6 @@ def alignment(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.
     return (1.0 - F.cosine_similarity(student, teacher, dim=-1)).mean()
 
 
-# -- teacher cache ------------------------------------------------------------------------------
-
-
-def _windows_digest(windows: list[np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for w in windows:
-        h.update(np.asarray(w, np.int64).tobytes())
-        h.update(b"|")
-    return h.hexdigest()[:16]
-
-
-def window_offsets(windows: list[np.ndarray]) -> np.ndarray:
-    """Start of each window's positions in the flat cache (``[W + 1]``, positions = len - 1)."""
-    return np.concatenate([[0], np.cumsum([len(w) - 1 for w in windows])]).astype(np.int64)
-
-
-@torch.inference_mode()
-def build_teacher_cache(
-    teacher: SeqRecModel,
-    windows: list[np.ndarray],
-    top_m: int,
-    batch_size: int = 256,
-    device: str | torch.device = "cpu",
-) -> dict[str, torch.Tensor]:
-    """Run the teacher over every training window once.
-
-    Returns:
-        ``{"vectors": [P, Dt] fp16, "top_ids": [P, M] int32, "top_logits": [P, M] fp16,
-        "offsets": [W + 1] int64}`` where P is the number of training positions; row
-        ``offsets[w] + j`` belongs to input position j of window w.
-    """
-    teacher.eval().to(device)
-    offsets = window_offsets(windows)
-    total = int(offsets[-1])
-    m = min(top_m, teacher.num_items)
-    vectors = torch.zeros(total, teacher.dim, dtype=torch.float16)
-    top_ids = torch.zeros(total, m, dtype=torch.int32)
-    top_logits = torch.zeros(total, m, dtype=torch.float16)
-    order = np.argsort([len(w) for w in windows], kind="stable")
-    for i in range(0, len(order), batch_size):
-        rows = order[i : i + batch_size]
-        width = max(len(windows[r]) - 1 for r in rows)
-        inp = torch.from_numpy(pad_left([windows[r][:-1] for r in rows], width)).to(device)
-        h = teacher.forward_all(inp)[inp > 0]  # [P_b, Dt], row-major = window order
-        dest = torch.from_numpy(np.concatenate([np.arange(offsets[r], offsets[r + 1]) for r in rows]))
-        vals, ids = torch.topk(teacher.score_vectors(h), m, dim=-1)  # [P_b, M]
-        vectors[dest] = h.cpu().half()
-        top_ids[dest] = ids.cpu().int()
-        top_logits[dest] = vals.cpu().half()
-    return {"vectors": vectors, "top_ids": top_ids, "top_logits": top_logits,
-            "offsets": torch.from_numpy(offsets)}  # fmt: skip
-
-
-def teacher_cache(
-    teacher: SeqRecModel,
-    windows: list[np.ndarray],
-    top_m: int,
-    cache_dir: str | Path | None,
-    device: str | torch.device = "cpu",
-) -> tuple[dict[str, torch.Tensor], bool]:
-    """Load the teacher cache from ``cache_dir`` or build (and store) it.
-
-    Returns:
-        The cache and whether it was loaded from disk.
-    """
-    key = hashlib.sha256(
-        f"{state_digest(teacher)}|{_windows_digest(windows)}|{top_m}".encode()
-    ).hexdigest()[:20]
-    path = Path(cache_dir) / f"teacher-{key}.safetensors" if cache_dir else None
-    if path is not None and path.exists():
-        return load_file(str(path)), True
-    cache = build_teacher_cache(teacher, windows, top_m, device=device)
-    if path is not None:
-        with atomic_path(path) as tmp:
-            save_file({k: v.contiguous() for k, v in cache.items()}, str(tmp))
-    return cache, False
-
-
-def cache_batch_hook(cache: dict[str, torch.Tensor], num_items: int, negatives: int):
-    """A trainer batch hook adding the cached teacher outputs of the batch's positions.
-
-    Adds ``t_vec [P, Dt]``, ``t_ids [P, M]``, ``t_logits [P, M]`` (P = positions with a target,
-    row-major, as ``h[targets > 0]``) and ``kd_negatives [S]`` drawn from the epoch generator.
-    """
-    offsets = cache["offsets"]
-
-    def hook(batch: dict, gen: torch.Generator) -> dict:
-        tgt = batch["targets"]  # [B, L]
-        width = tgt.shape[1]
-        n = (tgt > 0).sum(1)  # [B] positions per row (targets are left-padded)
-        col = torch.arange(width).unsqueeze(0)  # [1, L]
-        start = (width - n).unsqueeze(1)  # [B, 1]
-        flat = offsets[batch["index"]].unsqueeze(1) + (col - start)  # [B, L]
-        rows = flat[tgt > 0]  # [P]
-        batch["t_vec"] = cache["vectors"][rows].float()
-        batch["t_ids"] = cache["top_ids"][rows].long()
-        batch["t_logits"] = cache["top_logits"][rows].float()
-        batch["kd_negatives"] = sample_negatives(num_items, negatives, gen)
-        return batch
-
-    return hook
-
-
 class DistillLoss(nn.Module):
     """The combined distillation loss; owns the alignment projection (trained with the student).
 
@@ -388,7 +282,7 @@ def init_items_from_teacher(student: SeqRecModel, teacher: SeqRecModel, mode: st
         student.item_emb.weight[0].zero_()
 
 
-def distill(
+def distill_fit(
     teacher: SeqRecModel,
     student: SeqRecModel,
     split: Split,
@@ -398,11 +292,16 @@ def distill(
     *,
     cache_dir: str | Path | None = None,
     item_attrs: list[frozenset[int]] | None = None,
-    run_key: str = "",
+    run_key: str | tuple[str, ...] = "",
     progress: bool = True,
     desc: str = "distill",
 ) -> tuple[TrainResult, dict]:
-    """Distil ``teacher`` into ``student`` on ``split`` (early stopping on validation NDCG@10).
+    """Distil ``teacher`` into ``student`` on ``split`` (early stopping on validation NDCG@10):
+    the training loop behind :func:`recshrink.distill`.
+
+    ``run_key`` identifies the run (a tuple: the key, then earlier forms of it, see
+    :func:`recshrink.train.trainer.fit`); the resume key adds the teacher's weights and the
+    canonical JSON of ``cfg`` (runs keyed by its ``repr`` before 0.1.0's API still resume).
 
     Returns:
         The trainer's result and a summary (losses, cache reuse, cache seconds).
@@ -420,7 +319,11 @@ def distill(
     loss = DistillLoss(cfg, train_cfg, teacher.item_table(), student.dim,
                        item_popularity(split.train, student.num_items))  # fmt: skip
     hook = cache_batch_hook(cache, student.num_items, cfg.kd_negatives)
-    key = f"distill|{run_key}|{state_digest(teacher)}|{config_key(cfg)}"
+    digest = state_digest(teacher)
+    run_keys = (run_key,) if isinstance(run_key, str) else tuple(run_key)
+    key = (f"distill|{run_keys[0]}|{digest}|{config_json(cfg)}",
+           # the forms runs were keyed by before: the config's repr (and an earlier run key)
+           *(f"distill|{k}|{digest}|{config_key(cfg)}" for k in run_keys))
     result = fit(student, split, train_cfg, work_dir, item_attrs=item_attrs, loss_fn=loss,
                  batch_hook=hook, run_key=key, progress=progress, desc=desc)  # fmt: skip
     summary = {"losses": cfg.losses(), "cache_reused": reused,
@@ -429,7 +332,6 @@ def distill(
 
 
 __all__ = [
-    "DistillConfig", "DistillLoss", "alignment", "build_teacher_cache", "cache_batch_hook",
-    "config_key", "distill", "init_items_from_teacher", "kd_kl", "rank_weights", "ranking_kd",
-    "tail_bias", "teacher_cache", "window_offsets",
+    "DistillConfig", "DistillLoss", "alignment", "config_key", "distill_fit",
+    "init_items_from_teacher", "kd_kl", "rank_weights", "ranking_kd", "tail_bias",
 ]  # fmt: skip

@@ -9,14 +9,19 @@ What is pruned (the model width D and the item table are kept, so scores stay co
   projection to D that follows it;
 - CNN: the inner channels of each residual block.
 
-Importance is the L2 magnitude or the first-order Taylor score ``|w * dL/dw|`` (from a few
-training batches), summed over every weight the dependency graph couples to a channel. A ratio is
+Importance is the squared L2 magnitude or the first-order Taylor score ``|w * dL/dw|`` (from a
+few training batches), summed over every weight and bias the dependency graph couples to a
+channel: Torch-Pruning's ``GroupMagnitudeImportance`` / ``GroupTaylorImportance`` (sum reduction,
+no normalisation, biases on) for Linear/Conv/LayerNorm, our own scores for GRU/LSTM. A ratio is
 one global number or per module by dotted-name prefix (``{"blocks.1.ffn": 0.6}``). Pruning can
 run in several steps, each followed by recovery training (by default distillation from the
 unpruned model): see :func:`prune`.
 
 Unstructured magnitude sparsity and 2:4 semi-structured sparsity are offered too; they keep every
 shape, so they save nothing in size or speed with dense kernels (the report says so).
+
+The GRU/LSTM pruner is in :mod:`recshrink.compress.prune_rnn`, the sparsity modes in
+:mod:`recshrink.compress.sparsity`.
 """
 
 from __future__ import annotations
@@ -32,9 +37,9 @@ from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 from torch import nn
 
+from recshrink.compress.prune_rnn import RNNHiddenPruner, rnn_gates
+from recshrink.compress.sparsity import Sparsity, apply_sparsity
 from recshrink.models.base import SeqRecModel
-
-Sparsity = Literal["structured", "unstructured", "2:4"]
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -82,70 +87,6 @@ class PruneConfig:
         if self.layers:
             rec["layers"] = dict(self.layers)
         return rec
-
-
-# -- our pruner for recurrent layers ------------------------------------------------------------
-def _gates(layer: nn.RNNBase) -> int:
-    return 4 if isinstance(layer, nn.LSTM) else 3
-
-
-class RNNHiddenPruner:
-    """Torch-Pruning pruning function for the hidden size of ``nn.GRU``/``nn.LSTM`` (any layers).
-
-    Out-channels are the hidden units, pruned in every layer at once (PyTorch RNNs share one
-    hidden size): the gate rows of ``weight_ih``/``weight_hh``/biases, the columns of
-    ``weight_hh`` and of the next layer's ``weight_ih``. In-channels are the input features of
-    the first layer. Bidirectional and ``proj_size`` RNNs are refused.
-    """
-
-    TARGET_MODULES = (nn.GRU, nn.LSTM)
-
-    def __new__(cls):  # a real BasePruningFunc subclass, created lazily (torch_pruning import)
-        import torch_pruning as tp
-
-        class _Pruner(tp.pruner.function.BasePruningFunc):
-            TARGET_MODULES = cls.TARGET_MODULES
-
-            def check(self, layer, idxs, to_output):
-                if layer.bidirectional or getattr(layer, "proj_size", 0):
-                    raise ValueError("bidirectional or projected RNNs cannot be pruned")
-
-            def prune_out_channels(self, layer: nn.RNNBase, idxs: list[int]) -> nn.RNNBase:
-                self.check(layer, idxs, True)
-                h = layer.hidden_size
-                keep = torch.tensor(sorted(set(range(h)) - set(int(i) for i in idxs)))
-                rows = torch.cat([g * h + keep for g in range(_gates(layer))])
-                for l in range(layer.num_layers):
-                    w_ih = getattr(layer, f"weight_ih_l{l}").data[rows]  # [G*H', in]
-                    if l > 0:
-                        w_ih = w_ih[:, keep]
-                    w_hh = getattr(layer, f"weight_hh_l{l}").data[rows][:, keep]  # [G*H', H']
-                    setattr(layer, f"weight_ih_l{l}", nn.Parameter(w_ih.contiguous()))
-                    setattr(layer, f"weight_hh_l{l}", nn.Parameter(w_hh.contiguous()))
-                    if layer.bias:
-                        for b in ("ih", "hh"):
-                            old = getattr(layer, f"bias_{b}_l{l}").data
-                            setattr(layer, f"bias_{b}_l{l}", nn.Parameter(old[rows].contiguous()))
-                layer.hidden_size = len(keep)
-                layer._init_flat_weights()
-                return layer
-
-            def prune_in_channels(self, layer: nn.RNNBase, idxs: list[int]) -> nn.RNNBase:
-                self.check(layer, idxs, False)
-                keep = torch.tensor(sorted(set(range(layer.input_size)) - set(int(i) for i in idxs)))
-                w = layer.weight_ih_l0.data[:, keep]
-                layer.weight_ih_l0 = nn.Parameter(w.contiguous())
-                layer.input_size = len(keep)
-                layer._init_flat_weights()
-                return layer
-
-            def get_out_channels(self, layer: nn.RNNBase) -> int:
-                return layer.hidden_size
-
-            def get_in_channels(self, layer: nn.RNNBase) -> int:
-                return layer.input_size
-
-        return _Pruner()
 
 
 # -- prunable units -----------------------------------------------------------------------------
@@ -217,7 +158,7 @@ def _score(p: torch.Tensor, taylor: bool) -> torch.Tensor:
 def _rnn_scores(layer: nn.RNNBase, out: bool, taylor: bool) -> torch.Tensor:
     if not out:
         return _score(layer.weight_ih_l0, taylor).sum(0)  # [in]
-    h, g = layer.hidden_size, _gates(layer)
+    h, g = layer.hidden_size, rnn_gates(layer)
     s = torch.zeros(h)
     for l in range(layer.num_layers):
         for name in ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if layer.bias else ()):
@@ -230,34 +171,48 @@ def _rnn_scores(layer: nn.RNNBase, out: bool, taylor: bool) -> torch.Tensor:
     return s
 
 
-def _module_scores(module: nn.Module, out: bool, n: int, taylor: bool) -> torch.Tensor | None:
-    """Per-channel importance of one module's out- or in-channels (None: not a weighted layer)."""
-    if isinstance(module, nn.RNNBase):
-        s = _rnn_scores(module, out, taylor)
-    elif isinstance(module, (nn.Linear, nn.Conv1d)):
-        w = _score(module.weight, taylor)  # Linear [out, in], Conv1d [out, in, k]
-        s = w.flatten(1).sum(1) if out else w.transpose(0, 1).flatten(1).sum(1)
-        if out and module.bias is not None:
-            s = s + _score(module.bias, taylor)
-    elif isinstance(module, nn.LayerNorm) and module.weight is not None:
-        s = _score(module.weight, taylor) + _score(module.bias, taylor)
-    else:
-        return None
-    return s if s.numel() == n else None
+def library_importance(taylor: bool):
+    """Torch-Pruning's scorer for Linear/Conv/LayerNorm members, set up as ours: squared L2
+    (or ``|w * dL/dw|``) of weights and biases, summed over the group, not normalised."""
+    import torch_pruning as tp
+
+    kw = dict(group_reduction="sum", normalizer=None, bias=True)
+    if taylor:
+        return tp.importance.GroupTaylorImportance(multivariable=False, **kw)
+    return tp.importance.GroupMagnitudeImportance(p=2, **kw)
 
 
 def group_importance(group, n: int, taylor: bool) -> torch.Tensor:
-    """Importance ``[n]`` of the root channels of a Torch-Pruning group (summed over members)."""
-    total = torch.zeros(n)
+    """Importance ``[n]`` of the root channels of a Torch-Pruning group (summed over members).
+
+    Linear, Conv and LayerNorm members are scored by Torch-Pruning (:func:`library_importance`),
+    GRU/LSTM members by :func:`_rnn_scores`. A parameter without a gradient scores 0 (Taylor).
+    """
+    missing: dict[int, nn.Parameter] = {}
+    if taylor:  # the library reads .grad unconditionally: lend zeros, then put None back
+        for dep, _ in group:
+            for p in dep.target.module.parameters(recurse=False):
+                if p.grad is None:
+                    missing[id(p)] = p
+        for p in missing.values():
+            p.grad = torch.zeros_like(p)
+    try:
+        lib = library_importance(taylor)(group)
+    finally:
+        for p in missing.values():
+            p.grad = None
+    total = torch.zeros(n) if lib is None else lib.detach().float().cpu()
     seen: set[tuple[int, bool]] = set()
     for dep, _ in group:
         module = dep.target.module
+        if not isinstance(module, nn.RNNBase):
+            continue
         out = dep.handler.__name__.endswith("out_channels")
         if (id(module), out) in seen:
             continue
         seen.add((id(module), out))
-        s = _module_scores(module, out, n, taylor)
-        if s is not None:
+        s = _rnn_scores(module, out, taylor)
+        if s.numel() == n:
             total += s
     return total
 
@@ -379,43 +334,6 @@ def structured_prune(model: SeqRecModel, cfg: PruneConfig, keep: dict[str, int] 
     return changes
 
 
-# -- sparsity -----------------------------------------------------------------------------------
-def _sparse_targets(model: SeqRecModel) -> list[tuple[str, nn.Parameter]]:
-    """Weight matrices of the network body (the item table and position table excluded)."""
-    out = []
-    for name, p in model.named_parameters():
-        if p.dim() >= 2 and not name.startswith(("item_emb", "pos_emb")):
-            out.append((name, p))
-    return out
-
-
-def apply_sparsity(model: SeqRecModel, mode: Sparsity, ratio: float) -> dict:
-    """Zero weights in place: unstructured magnitude (``ratio`` of each matrix) or 2:4.
-
-    Returns:
-        ``{"zeros": n, "weights": n, "sparsity": fraction}`` over the affected matrices.
-    """
-    zeros = total = 0
-    with torch.no_grad():
-        for _, p in _sparse_targets(model):
-            w = p.data
-            if mode == "unstructured":
-                k = int(w.numel() * ratio)
-                if k:
-                    thresh = w.abs().flatten().kthvalue(k).values
-                    w[w.abs() <= thresh] = 0.0
-            elif mode == "2:4":
-                flat = w.reshape(w.shape[0], -1)
-                cols = flat.shape[1] - flat.shape[1] % 4
-                blocks = flat[:, :cols].reshape(flat.shape[0], -1, 4)  # [R, C/4, 4]
-                small = blocks.abs().argsort(dim=-1)[..., :2]
-                blocks.scatter_(-1, small, 0.0)
-                flat[:, :cols] = blocks.reshape(flat.shape[0], cols)
-            zeros += int((w == 0).sum())
-            total += w.numel()
-    return {"zeros": zeros, "weights": total, "sparsity": round(zeros / max(1, total), 4)}
-
-
 # -- the whole step -----------------------------------------------------------------------------
 def prune(
     model: SeqRecModel,
@@ -470,6 +388,6 @@ def prune(
 
 
 __all__ = [
-    "PruneConfig", "RNNHiddenPruner", "Unit", "apply_sparsity", "group_importance", "prune",
-    "prunable_units", "structured_prune", "sync_builder_args", "taylor_gradients", "unit_ratio",
+    "PruneConfig", "Unit", "group_importance", "prune", "prunable_units", "structured_prune",
+    "sync_builder_args", "taylor_gradients", "unit_ratio",
 ]  # fmt: skip

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from recshrink.data.split import Split, leave_one_out
+
 
 @dataclass
 class InteractionData:
@@ -34,6 +36,12 @@ class InteractionData:
     shift: np.ndarray | None = None
     source: str = ""
     attr_names: list[str] | None = field(default=None, repr=False)
+
+    def split(self, max_len: int = 50, shift_window: int = 5) -> Split:
+        """The leave-one-out split (last item test, second last validation, the rest training)
+        with histories of the last ``max_len`` items; see
+        :func:`recshrink.data.split.leave_one_out`."""
+        return leave_one_out(self, max_len, shift_window)
 
     @property
     def num_users(self) -> int:
@@ -76,3 +84,6 @@ class InteractionData:
         if self.item_attrs is not None:
             out["attributes"] = len(set().union(*self.item_attrs))
         return out
+
+
+Dataset = InteractionData  # the public name (recshrink.Dataset)

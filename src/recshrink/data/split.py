@@ -1,15 +1,19 @@
-"""Leave-one-out split, left padding and length-bucketed training batches."""
+"""Leave-one-out split, left padding (and trimming it) and length-bucketed training batches."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
-from recshrink.data.dataset import InteractionData
 from recshrink.errors import DataError
-from recshrink.metrics import informative_attrs, interest_shift_mask
+from recshrink.interest import informative_attrs, interest_shift_mask
+
+if TYPE_CHECKING:  # annotations only: a Dataset makes its split (Dataset.split)
+    from recshrink.data.dataset import InteractionData
 
 
 def pad_left(seqs: list[np.ndarray], length: int) -> np.ndarray:
@@ -20,6 +24,17 @@ def pad_left(seqs: list[np.ndarray], length: int) -> np.ndarray:
         if len(s):
             out[i, length - len(s) :] = s
     return out
+
+
+def trim_padding(hist: np.ndarray, min_len: int = 1) -> np.ndarray:
+    """Drop leading all-padding columns, keeping at least ``min_len`` (models are
+    padding-invariant); pads on the left when the batch is narrower than ``min_len``."""
+    nonzero = np.flatnonzero((hist != 0).any(axis=0))
+    start = nonzero[0] if len(nonzero) else hist.shape[1]
+    hist = hist[:, min(start, max(0, hist.shape[1] - min_len)) :]
+    if hist.shape[1] < min_len:
+        hist = np.pad(hist, ((0, 0), (min_len - hist.shape[1], 0)))
+    return hist
 
 
 @dataclass
@@ -58,7 +73,7 @@ class Split:
         test: Last item as target, all items before it as history.
         max_len: History length of the model.
         dropped_attrs: Attribute ids left out of the interest-shift decision because more than
-            half the items carry them (:func:`recshrink.metrics.informative_attrs`).
+            half the items carry them (:func:`recshrink.interest.informative_attrs`).
     """
 
     train: list[np.ndarray]

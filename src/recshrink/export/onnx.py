@@ -10,18 +10,26 @@ pins them in known cases.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from torch.export import Dim
 
-from recshrink import __version__
+from recshrink.version import __version__
+from recshrink.data.split import trim_padding
 from recshrink.errors import RecshrinkError
 from recshrink.fsutil import atomic_path
+from recshrink.compare import topk_overlap
 from recshrink.models.base import SeqRecModel
+from recshrink.models.io import load_model, save_model
+from recshrink.models.quantized import structure_steps
 
 
 FOLD_LIMIT = 1024  # largest constant (elements) the exporter may fold into a new initializer
@@ -97,18 +105,10 @@ def _input_dims(model_proto) -> list:
 def _export_in_fresh_process(model: SeqRecModel, path: Path, cfg: OnnxExportConfig,
                               metadata: dict | None) -> Path:  # fmt: skip
     """Run the export in a new Python process (see :func:`export_onnx`)."""
-    import dataclasses
-    import subprocess
-    import sys
-    import tempfile
-
-    from recshrink.compress.quantize import structure_steps
-    from recshrink.models.io import save_model
-
     with tempfile.TemporaryDirectory(prefix="recshrink-export-") as tmp:
         save_model(model, Path(tmp) / "model", steps=structure_steps(model))
         job = {"model": str(Path(tmp) / "model"), "path": str(path),
-               "config": dataclasses.asdict(cfg), "metadata": metadata or {}}  # fmt: skip
+               "config": asdict(cfg), "metadata": metadata or {}}  # fmt: skip
         code = "import json,sys; from recshrink.export.onnx import _worker; _worker(json.loads(sys.argv[1]))"
         proc = subprocess.run([sys.executable, "-c", code, json.dumps(job, default=str)],
                               capture_output=True, text=True)  # fmt: skip
@@ -120,8 +120,6 @@ def _export_in_fresh_process(model: SeqRecModel, path: Path, cfg: OnnxExportConf
 
 
 def _worker(job: dict) -> None:
-    from recshrink.models.io import load_model
-
     model, _ = load_model(job["model"])
     export_onnx(model, job["path"], OnnxExportConfig(**job["config"]), job["metadata"],
                 fresh_process=False)  # fmt: skip
@@ -148,7 +146,6 @@ def export_onnx(
         RecshrinkError: The exporter failed or pinned a dynamic input dimension.
     """
     import onnx
-    from torch.export import Dim
 
     cfg = config or OnnxExportConfig()
     if fresh_process is None:
@@ -319,8 +316,6 @@ def validate_onnx(
         scores are NaN or infinite where PyTorch's are finite (or the other way round) counts in
         ``nonfinite`` and makes ``max_abs_diff`` infinite: it is a failure, never filtered out.
     """
-    from recshrink.metrics import topk_overlap
-
     sess = ort_session(path)
     fixed = graph_length(path)
     head = ServingHead(model.eval().cpu(), min(k, model.num_items), mask_history)
@@ -414,8 +409,6 @@ def onnx_scorer(path: str | Path, threads: int | None = None, session=None):
 def trim_for_graph(hist: np.ndarray, fixed_len: int | None = None) -> np.ndarray:
     """Histories as the exported graph takes them: int64, sequence length >= 2, or exactly
     ``fixed_len`` (left-padded with 0 or cut to the last items) for a fixed-length graph."""
-    from recshrink.train.evaluate import trim_padding
-
     h = np.asarray(hist)
     if fixed_len:
         h = np.pad(h, ((0, 0), (max(0, fixed_len - h.shape[1]), 0)))[:, -fixed_len:]

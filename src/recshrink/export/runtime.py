@@ -1,9 +1,10 @@
 """One small runtime: ``Predictor.load(artifact).recommend(histories, k)`` with raw item ids.
 
-The backend follows the artifact: ``.onnx`` -> ONNX Runtime, ``.engine``/``.plan`` -> TensorRT,
-``.pt2`` -> an AOTInductor package, a model directory (or ``.pt``) -> PyTorch. Exported files
-carry an ``<name>.items.json`` sidecar (raw item ids and the most popular items) written by
-:func:`write_sidecar`; model directories carry ``items.json``.
+The backend follows the artifact (:func:`recshrink.export.backends.open_backend`): ``.onnx`` ->
+ONNX Runtime, ``.engine``/``.plan`` -> TensorRT, ``.pt2`` -> an AOTInductor package, a model
+directory (or ``.pt``) -> PyTorch. Exported files carry an ``<name>.items.json`` sidecar (raw
+item ids and the most popular items) written by
+:func:`recshrink.export.artifacts.write_sidecar`; model directories carry ``items.json``.
 
 What the runtime does for the caller: maps raw ids to model ids (unknown items are skipped and
 counted), keeps the last ``max_len`` items, left-pads, answers empty histories from item
@@ -12,39 +13,21 @@ popularity, and splits large batches into the backend's batch buckets.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.export import Dim
 
+from recshrink.version import __version__
 from recshrink.errors import RecshrinkError
-from recshrink.export.onnx import trim_for_graph
-
-
-def sidecar_path(artifact: str | Path) -> Path:
-    """``model.onnx`` -> ``model.items.json``."""
-    p = Path(artifact)
-    return p.with_name(p.stem + ".items.json")
-
-
-def id_map_fingerprint(item_ids: Sequence[str]) -> str:
-    """A short hash of the raw-id order (stored in exported metadata)."""
-    return hashlib.sha256("\n".join(map(str, item_ids)).encode()).hexdigest()[:16]
-
-
-def write_sidecar(artifact: str | Path, item_ids: Sequence[str], popular: Sequence[int]) -> Path:
-    """Write the raw item ids and the most popular model ids next to an exported artifact."""
-    from recshrink.fsutil import atomic_write_text
-
-    path = sidecar_path(artifact)
-    atomic_write_text(path, json.dumps({"item_ids": [str(x) for x in item_ids],
-                                        "popular": [int(x) for x in popular],
-                                        "fingerprint": id_map_fingerprint(item_ids)}) + "\n")  # fmt: skip
-    return path
+from recshrink.export.artifacts import id_map_fingerprint, meta_path, write_sidecar
+from recshrink.export.backends import Backend, open_backend
+from recshrink.export.onnx import ServingHead, trim_for_graph
+from recshrink.fsutil import atomic_path, atomic_write_text
 
 
 @dataclass
@@ -67,22 +50,6 @@ class Recommendations:
     nonfinite: int = 0
 
 
-@dataclass
-class _Backend:
-    """A loaded artifact: ``run(seq [B, L] int64, k) -> (scores [B, k], ids [B, k])``.
-
-    ``fixed_len``: the artifact takes exactly this length (``seq`` arrives left-padded to it).
-    """
-
-    name: str
-    num_items: int
-    max_len: int
-    run: object
-    max_batch: int | None = None
-    meta: dict = field(default_factory=dict)
-    fixed_len: int | None = None
-
-
 def _check_int_id(x, where: str) -> None:
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer, str)):
         raise ValueError(f"{where}: item ids must be integers (or strings), got {x!r}")
@@ -96,7 +63,7 @@ class Predictor:
     Use :meth:`load`; the constructor takes an already opened backend.
     """
 
-    def __init__(self, backend: _Backend, item_ids: Sequence[str], popular: Sequence[int]) -> None:
+    def __init__(self, backend: Backend, item_ids: Sequence[str], popular: Sequence[int]) -> None:
         self.backend = backend
         self.item_ids = [str(x) for x in item_ids] or [str(i) for i in range(1, backend.num_items + 1)]
         if len(self.item_ids) != backend.num_items:
@@ -123,34 +90,8 @@ class Predictor:
         Raises:
             RecshrinkError: Missing or unknown artifact, or a backend that is not installed.
         """
-        p = Path(path)
-        if not p.exists():
-            raise RecshrinkError(f"{p}: no such model file or directory")
-        suffix = p.suffix.lower()
-        if suffix == ".onnx":
-            backend = _onnx_backend(p, threads)
-        elif suffix in (".engine", ".plan"):
-            from recshrink.export.tensorrt import tensorrt_backend
-
-            backend = tensorrt_backend(p)
-        elif suffix == ".pt2":
-            backend = _aoti_backend(p, device)
-        elif p.is_dir() or suffix in (".pt", ".pth"):
-            return _torch_predictor(p, threads, device)
-        else:
-            raise RecshrinkError(f"{p}: unknown artifact (expected .onnx, .engine, .plan, .pt2, "
-                                 "or a model directory)")  # fmt: skip
-        side = sidecar_path(p)
-        item_ids, popular = [], []
-        if side.is_file():
-            try:
-                data = json.loads(side.read_text())
-                item_ids, popular = data.get("item_ids", []), data.get("popular", [])
-            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-                raise RecshrinkError(f"{side}: not a valid id map: {exc}") from None
-        fp = backend.meta.get("id_map_fingerprint")
-        if item_ids and fp and fp != id_map_fingerprint(item_ids):
-            raise RecshrinkError(f"{side}: id map does not match the model it sits beside")
+        backend = open_backend(path, device=device, threads=threads)
+        item_ids, popular = backend.id_map()
         return cls(backend, item_ids, popular)
 
     # -- input handling ------------------------------------------------------------------------
@@ -220,57 +161,6 @@ class Predictor:
         return Recommendations(out, scores, unknown, int(empty.sum()), int(bad.sum()))
 
 
-def _onnx_backend(path: Path, threads: int | None) -> _Backend:
-    from recshrink.export.onnx import fixed_len_of, onnx_metadata, ort_session
-
-    try:
-        meta = onnx_metadata(path)
-        sess = ort_session(path, threads)
-    except Exception as exc:  # onnx / ORT raise many types for a bad file
-        raise RecshrinkError(f"{path}: not a loadable ONNX model: {str(exc).splitlines()[0][:200]}") from None
-    outputs = [o.name for o in sess.get_outputs()]
-    if "ids" not in outputs:
-        raise RecshrinkError(f"{path}: not a recshrink export (no 'ids' output)")
-    graph_k = int(meta.get("k", "10"))
-
-    def run(seq: np.ndarray, k: int):
-        if k <= graph_k:
-            s, i = sess.run(["scores", "ids"], {"seq": seq})
-            return s[:, :k], i[:, :k]
-        if "all_scores" not in outputs:
-            raise ValueError(f"this export returns at most k={graph_k} (re-export with a larger k)")
-        full = torch.from_numpy(sess.run(["all_scores"], {"seq": seq})[0])
-        full = full.scatter(1, torch.from_numpy(seq), float("-inf"))
-        top = full.topk(k, dim=-1)
-        return top.values.numpy(), top.indices.numpy()
-
-    return _Backend("onnxruntime", int(meta["num_items"]), int(meta["max_len"]), run, meta=meta,
-                    fixed_len=fixed_len_of(meta))  # fmt: skip
-
-
-def _aoti_backend(path: Path, device: str) -> _Backend:
-    try:
-        runner = torch._inductor.aoti_load_package(str(path))
-    except Exception as exc:
-        raise RecshrinkError(f"{path}: not a loadable AOTInductor package: {str(exc).splitlines()[0][:200]}") from None
-    meta_path = path.with_name(path.stem + ".meta.json")
-    if not meta_path.is_file():
-        raise RecshrinkError(f"{meta_path}: missing (written next to the .pt2 by the exporter)")
-    meta = json.loads(meta_path.read_text())
-    graph_k = int(meta["k"])
-
-    def run(seq: np.ndarray, k: int):
-        if k > graph_k:
-            raise ValueError(f"this package returns at most k={graph_k}")
-        with torch.inference_mode():
-            s, i = runner(torch.from_numpy(seq).to(device))
-        return s[:, :k].float().cpu().numpy(), i[:, :k].cpu().numpy()
-
-    return _Backend("aoti", int(meta["num_items"]), int(meta["max_len"]), run,
-                    max_batch=int(meta.get("max_batch", 4096)), meta=meta,
-                    fixed_len=meta.get("fixed_len"))  # fmt: skip
-
-
 def export_aoti(model, path: str | Path, *, k: int = 10, device: str = "cpu",
                 item_ids: Sequence[str] = (), popular: Sequence[int] = (),
                 max_batch: int = 4096) -> Path:  # fmt: skip
@@ -283,11 +173,6 @@ def export_aoti(model, path: str | Path, *, k: int = 10, device: str = "cpu",
     Raises:
         RecshrinkError: torch.export or Inductor failed.
     """
-    from torch.export import Dim
-
-    from recshrink.export.onnx import ServingHead
-    from recshrink.fsutil import atomic_path, atomic_write_text
-
     p = Path(path)
     model = model.eval().to(device)
     head = ServingHead(model, min(k, model.num_items), mask_history=True)
@@ -310,9 +195,7 @@ def export_aoti(model, path: str | Path, *, k: int = 10, device: str = "cpu",
     except Exception as exc:  # export / inductor raise many types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RecshrinkError(f"AOTInductor export of {model.arch} failed: {first[:300]}") from None
-    from recshrink import __version__
-
-    atomic_write_text(p.with_name(p.stem + ".meta.json"), json.dumps({
+    atomic_write_text(meta_path(p), json.dumps({
         "recshrink_version": __version__, "arch": model.arch, "num_items": model.num_items,
         "max_len": model.max_len, "k": head.k, "device": device, "max_batch": max_batch,
         "fixed_len": fixed_len,
@@ -322,24 +205,4 @@ def export_aoti(model, path: str | Path, *, k: int = 10, device: str = "cpu",
     return p
 
 
-def _torch_predictor(path: Path, threads: int | None, device: str) -> Predictor:
-    from recshrink.models.io import load_model
-
-    model, meta = load_model(path)
-    model = model.to(device).eval()
-    if threads:
-        torch.set_num_threads(threads)
-
-    def run(seq: np.ndarray, k: int):
-        with torch.inference_mode():
-            s = torch.from_numpy(seq).to(device)
-            scores = model.scores(s).scatter(1, s, float("-inf"))
-            top = scores.topk(k, dim=-1)
-        return top.values.float().cpu().numpy(), top.indices.cpu().numpy()
-
-    popular = meta.extra.get("popular", [])
-    backend = _Backend("torch", model.num_items, model.max_len, run)
-    return Predictor(backend, meta.item_ids, popular)
-
-
-__all__ = ["Predictor", "Recommendations", "id_map_fingerprint", "sidecar_path", "write_sidecar"]
+__all__ = ["Predictor", "Recommendations", "export_aoti"]

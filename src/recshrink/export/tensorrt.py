@@ -3,19 +3,25 @@
 Written against the TensorRT 10 Python API (``pip install recshrink[tensorrt]``); ``tensorrt``
 is imported inside these functions, so the rest of recshrink works without it. The GPU machine
 this project was measured on has no TensorRT: the build and run paths are covered by tests
-marked ``tensorrt`` that skip where it is missing.
+marked ``tensorrt`` that skip where it is missing. The runtime and the benchmark open engines
+through :func:`recshrink.export.backends.open_backend`.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from recshrink.errors import RecshrinkError
+from recshrink.export.artifacts import meta_path, sidecar_path
+from recshrink.export.onnx import fixed_len_of, onnx_metadata, scores_from_topk, trim_for_graph
+from recshrink.fsutil import atomic_path, atomic_write_text
 
 INSTALL_HINT = "TensorRT is not installed: pip install 'recshrink[tensorrt]' (needs an NVIDIA GPU)"
 
@@ -80,12 +86,6 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, cfg: TensorRTCo
         RecshrinkError: TensorRT missing, the parser rejected the graph (its errors named), or
             the build failed.
     """
-    import shutil
-
-    from recshrink.export.onnx import fixed_len_of, onnx_metadata
-    from recshrink.export.runtime import sidecar_path
-    from recshrink.fsutil import atomic_path, atomic_write_text
-
     trt = _trt()
     cfg = cfg or TensorRTConfig()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
@@ -127,7 +127,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, cfg: TensorRTCo
             "profile": {"batch": [cfg.min_batch, cfg.opt_batch, cfg.max_batch],
                         "len": list(lens)},
             "tensorrt": trt.__version__}  # fmt: skip
-    atomic_write_text(engine_path.with_name(engine_path.stem + ".meta.json"), json.dumps(info, indent=2))
+    atomic_write_text(meta_path(engine_path), json.dumps(info, indent=2))
     side = sidecar_path(onnx_path)
     if side.is_file():
         shutil.copyfile(side, sidecar_path(engine_path))
@@ -142,12 +142,9 @@ class TensorRTRunner:
     """
 
     def __init__(self, engine_path: str | Path) -> None:
-        import torch
-
         trt = _trt()
         if not torch.cuda.is_available():
             raise RecshrinkError("a TensorRT engine needs a CUDA GPU")
-        self.torch = torch
         self.logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(self.logger)
         self.engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
@@ -172,7 +169,6 @@ class TensorRTRunner:
         ``all_scores`` still writes it: into a scratch buffer kept per shape (reused, never
         returned) when it is not asked for. Asked-for outputs are fresh tensors.
         """
-        torch = self.torch
         missing = [n for n in outputs if n not in self.outputs]
         if missing:
             raise RecshrinkError(f"this engine has no output {', '.join(missing)} "
@@ -197,18 +193,10 @@ class TensorRTRunner:
         return tuple(outs[n] for n in outputs)
 
     def run(self, seq: np.ndarray, k: int):
-        scores, ids = self.run_torch(self.torch.from_numpy(seq))
-        self.torch.cuda.synchronize()
+        """Host ``seq [B, L]`` int64 -> host ``(scores [B, k] float32, ids [B, k] int64)``."""
+        scores, ids = self.run_torch(torch.from_numpy(seq))
+        torch.cuda.synchronize()
         return scores[:, :k].float().cpu().numpy(), ids[:, :k].long().cpu().numpy()
-
-
-def engine_meta(engine_path: str | Path) -> dict:
-    """The ``<engine>.meta.json`` that :func:`build_engine` writes next to an engine."""
-    p = Path(engine_path)
-    meta_path = p.with_name(p.stem + ".meta.json")
-    if not meta_path.is_file():
-        raise RecshrinkError(f"{meta_path}: missing (written next to the engine by the build)")
-    return json.loads(meta_path.read_text())
 
 
 def tensorrt_scorer(runner: TensorRTRunner, meta: dict):
@@ -218,10 +206,6 @@ def tensorrt_scorer(runner: TensorRTRunner, meta: dict):
     :func:`recshrink.export.onnx.scores_from_topk` (exact below K, a lower bound at K). Returns CPU float32 ``[B, N + 1]``; batches
     larger than the engine's ``max_batch`` are run in chunks.
     """
-    import torch
-
-    from recshrink.export.onnx import fixed_len_of, scores_from_topk, trim_for_graph
-
     if "num_items" not in meta:
         raise RecshrinkError("the engine's meta.json has no num_items (rebuild the engine)")
     n = int(meta["num_items"]) + 1
@@ -253,31 +237,8 @@ def tensorrt_scorer(runner: TensorRTRunner, meta: dict):
 
 
 def _torch_dtype(trt, dt):
-    import torch
-
     table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
              trt.int64: torch.int64, trt.bool: torch.bool, trt.int8: torch.int8}  # fmt: skip
     if hasattr(trt, "bfloat16"):
         table[trt.bfloat16] = torch.bfloat16
     return table[dt]
-
-
-def tensorrt_backend(engine_path: str | Path):
-    """A :class:`recshrink.export.runtime.Predictor` backend for an engine file."""
-    from recshrink.export.runtime import _Backend
-
-    p = Path(engine_path)
-    meta = engine_meta(p)
-    runner = TensorRTRunner(p)
-    graph_k = int(meta.get("k", 10))
-
-    def run(seq: np.ndarray, k: int):
-        if k > graph_k:
-            raise ValueError(f"this engine returns at most k={graph_k}")
-        return runner.run(seq, k)
-
-    from recshrink.export.onnx import fixed_len_of
-
-    return _Backend("tensorrt", int(meta["num_items"]), int(meta["max_len"]), run,
-                    max_batch=int(meta.get("max_batch", 1024)), meta=meta,
-                    fixed_len=fixed_len_of(meta))  # fmt: skip

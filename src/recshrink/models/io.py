@@ -17,11 +17,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from recshrink import __version__
+from recshrink.version import __version__
 from recshrink.errors import RecshrinkError
 from recshrink.fsutil import atomic_path, atomic_write_text
 from recshrink.models import build_model
 from recshrink.models.base import SeqRecModel
+from recshrink.models.quantized import apply_structure
 
 CONFIG = "config.json"
 ITEMS = "items.json"
@@ -178,8 +179,6 @@ def load_model(path: str | Path) -> tuple[SeqRecModel, ModelMeta]:
     if not isinstance(steps, list) or not all(isinstance(x, dict) for x in steps):
         raise RecshrinkError(f"{p}: model config 'steps' must be a list of mappings")
     if steps:
-        from recshrink.compress.quantize import apply_structure
-
         apply_structure(model, steps)
     _load_state(model, state, str(p))
     model.eval()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator
@@ -31,6 +33,26 @@ def without_later_defaults(obj):
     if isinstance(obj, (list, tuple)):
         return [without_later_defaults(v) for v in obj]
     return obj
+
+
+def plain(obj):
+    """``obj`` as JSON-like data: configs (pydantic dataclasses and models) as dicts, at any
+    depth."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    elif hasattr(obj, "model_dump"):
+        obj = obj.model_dump(mode="json")
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
+
+
+def config_json(obj) -> str:
+    """Canonical JSON of a config (or JSON-like data holding configs), for resume, cache and
+    manifest keys: sorted keys, :data:`LATER_DEFAULTS` options at their default left out."""
+    return json.dumps(without_later_defaults(plain(obj)), sort_keys=True, default=str)
 
 
 @dataclass(config=ConfigDict(extra="forbid"))

@@ -8,10 +8,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from recshrink.data.split import EvalSet, pad_left
-from recshrink.metrics import (
-    MetricAccumulator, informative_attrs, mask_scores, rank_scores, topk_overlap,
-)  # fmt: skip
+from recshrink.data.split import EvalSet, pad_left, trim_padding
+from recshrink.compare import topk_overlap
+from recshrink.interest import informative_attrs
+from recshrink.metrics import MetricAccumulator, mask_scores, rank_scores
 from recshrink.models.base import SeqRecModel
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -23,9 +23,9 @@ class PerUser(NamedTuple):
 
     Attributes:
         ranks: ``[U]`` 0-based rank of each user's target (for paired comparisons of two models,
-            :func:`recshrink.metrics.paired_bootstrap`).
+            :func:`recshrink.compare.paired_bootstrap`).
         top: ``[U, max(ks)]`` each user's top item ids, best first (e.g. for top-10 fidelity,
-            :func:`recshrink.metrics.topk_overlap`).
+            :func:`recshrink.compare.topk_overlap`).
     """
 
     ranks: np.ndarray
@@ -41,17 +41,6 @@ def model_scorer(model: SeqRecModel, device: str | torch.device = "cpu") -> Scor
             return model.scores(hist.to(device)).float().cpu()
 
     return score
-
-
-def trim_padding(hist: np.ndarray, min_len: int = 1) -> np.ndarray:
-    """Drop leading all-padding columns, keeping at least ``min_len`` (models are
-    padding-invariant); pads on the left when the batch is narrower than ``min_len``."""
-    nonzero = np.flatnonzero((hist != 0).any(axis=0))
-    start = nonzero[0] if len(nonzero) else hist.shape[1]
-    hist = hist[:, min(start, max(0, hist.shape[1] - min_len)) :]
-    if hist.shape[1] < min_len:
-        hist = np.pad(hist, ((0, 0), (min_len - hist.shape[1], 0)))
-    return hist
 
 
 MIN_GROUP_CASES = 30  # fewer shift (or stable) cases than this: no shift/stable quality
@@ -106,7 +95,7 @@ def evaluate(
         score_fn: Maps left-padded histories ``[B, L]`` to scores ``[B, N + 1]``.
         eval_set: Histories, targets and interest-shift flags.
         item_attrs: Attributes per item id, for interest F1@K (optional); attributes on more
-            than half the items are left out (:func:`recshrink.metrics.informative_attrs`).
+            than half the items are left out (:func:`recshrink.interest.informative_attrs`).
         ks: Cut-offs.
         mask_history: Exclude items already in the history from the ranking.
         batch_size: Users per scoring call.

@@ -165,7 +165,7 @@ def fit(
     item_attrs: list[frozenset[int]] | None = None,
     loss_fn: LossFn | None = None,
     batch_hook: BatchHook | None = None,
-    run_key: str = "",
+    run_key: str | tuple[str, ...] = "",
     progress: bool = True,
     desc: str = "train",
 ) -> TrainResult:
@@ -186,6 +186,8 @@ def fit(
         batch_hook: ``hook(batch, generator) -> batch`` adds entries before the loss (e.g. cached
             teacher outputs); ``generator`` is the epoch's seeded random generator.
         run_key: Identifies the run (config, data, model); a state with another key is ignored.
+            A tuple is the key followed by earlier forms of it (a state saved under an earlier
+            form resumes, and is saved under the key from its next epoch on).
         progress: Show a progress bar (rank 0 only).
         desc: Progress-bar label.
     """
@@ -202,9 +204,10 @@ def fit(
     ident = without_later_defaults({k: v for k, v in asdict(cfg).items()
                                     if k not in ("max_minutes", "threads", "device",
                                                  "eval_batch_size")})  # fmt: skip
-    key = hashlib.sha256(
-        (run_key + json.dumps(ident, sort_keys=True, default=str) + str(world)).encode()
-    ).hexdigest()[:16]
+    keys = [hashlib.sha256((k + json.dumps(ident, sort_keys=True, default=str) +
+                            str(world)).encode()).hexdigest()[:16]
+            for k in ((run_key,) if isinstance(run_key, str) else run_key)]  # fmt: skip
+    key = keys[0]
 
     model.to(device)
     seqs = training_pairs(split.train, model.max_len)
@@ -225,7 +228,7 @@ def fit(
     torch.manual_seed(cfg.seed)
     if state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state.get("key") == key:
+        if state.get("key") in keys:
             model.load_state_dict(state["model"])
             if isinstance(loss_fn, nn.Module):
                 loss_fn.load_state_dict(state["aux"])

@@ -19,47 +19,22 @@ import copy
 import time
 from itertools import product
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from recshrink.compress.distill import DistillConfig
+from recshrink.api import check_compatible, distill, popular_items, prune
+from recshrink.api.exports import export_checked
+from recshrink.export.backends import open_backend
+from recshrink.benchmark.run import time_runner
 from recshrink.compress.prune import PruneConfig
-from recshrink.train.config import TrainConfig
-
-
-class SearchSpec(BaseModel):
-    """The ``search:`` block of a recipe."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    students: list[str] = Field(default_factory=lambda: ["gru_tiny", "gru_small"])
-    prune_ratios: list[float] = Field(default_factory=lambda: [0.0, 0.5])
-    quantize: list[Literal["none", "int8", "int4", "dynamic"]] = Field(
-        default_factory=lambda: ["none", "int8"])
-    objective: Literal["latency", "size"] = "latency"
-    batch: int = Field(1, ge=1)
-    metric: Literal["ndcg@10", "f1@10"] = "ndcg@10"
-    max_drop: float = Field(0.05, ge=0.0, lt=1.0)
-    max_trials: int = Field(12, ge=1)
-    max_minutes: float | None = Field(None, gt=0)
-    threads: int | None = Field(None, ge=1)
-    budget_s: float = Field(0.5, gt=0)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    distill: DistillConfig = Field(default_factory=DistillConfig)
-    prune_train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=10, patience=3))
-
-    def model_post_init(self, __context) -> None:
-        from recshrink.models import builder_names
-
-        for i, s in enumerate(self.students):
-            if s not in builder_names() and "/" not in s:
-                raise ValueError(f"students.{i}: {s!r} is neither a model builder "
-                                 f"({', '.join(builder_names())}) nor a trained student's "
-                                 "directory (a path with a /)")
-        for i, r in enumerate(self.prune_ratios):
-            if not 0.0 <= r < 1.0:
-                raise ValueError(f"prune_ratios.{i}: {r} is not in [0, 1)")
+from recshrink.compress.quantize import (
+    OnnxQuantConfig, RowwiseConfig, quantize_item_table, quantize_onnx,
+)  # fmt: skip
+from recshrink.export.onnx import OnnxExportConfig
+from recshrink.export.artifacts import sidecar_path
+from recshrink.models.io import load_model
+from recshrink.recipe import SearchSpec, StudentSpec
+from recshrink.train.config import plain
+from recshrink.train.evaluate import evaluate
+from recshrink.train.trainer import state_digest
 
 
 def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teacher_entry: dict,
@@ -69,18 +44,6 @@ def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teache
     ``teacher_entry`` is the teacher's report entry: its ``valid`` metrics set the floor, its
     test ``metrics`` only the reported test drop.
     """
-    from recshrink.benchmark.backends import open_runner
-    from recshrink.benchmark.run import time_runner
-    from recshrink.compress.quantize import (
-        OnnxQuantConfig, RowwiseConfig, quantize_item_table, quantize_onnx,
-    )  # fmt: skip
-    from recshrink.export.onnx import OnnxExportConfig
-    from recshrink.export.runtime import sidecar_path
-    from recshrink.models.io import load_model
-    from recshrink.pipeline import export_checked, popular_items, prune_model
-    from recshrink.recipe import StudentSpec
-    from recshrink.train.evaluate import evaluate
-
     t0 = time.perf_counter()
     root = out / "search"
     t_valid, t_test = teacher_entry["valid"][spec.metric], teacher_entry["metrics"][spec.metric]
@@ -100,16 +63,11 @@ def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teache
         label = Path(name).name
         tid = f"{label}-p{int(round(ratio * 100))}-{quant}"
         if name not in students and "/" in name:  # a trained student, taken as it is
-            from recshrink.pipeline import check_compatible
-            from recshrink.train.trainer import state_digest
-
             model, meta = load_model(name)
             check_compatible(model, data, name)
             key = manifests.key("search-loaded", state_digest(model))
             students[name] = (model, key, meta.steps or [{"type": "loaded", "path": name}])
         if name not in students:  # distil each student once (manifests reuse earlier runs)
-            from recshrink.pipeline import distill_student
-
             sspec = StudentSpec(name=name, model=name, train=spec.train, distill=spec.distill)
             where = root / "students" / name
             key = manifests.key("search-student", sspec.model_dump(mode="json"), teacher_key)
@@ -118,24 +76,27 @@ def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teache
                 model = load_model(where)[0]
             else:
                 ts = time.perf_counter()
-                model, _ = distill_student(sspec, teacher, recipe.teacher.label, data, split, where,
-                                           max_len=recipe.data.max_len, cache_dir=out / "cache",
-                                           progress=progress)  # fmt: skip
+                model = distill(teacher, data, sspec.model, out=where,
+                                max_len=recipe.data.max_len, split=split, config=sspec.train,
+                                kd=sspec.distill, cache_dir=out / "cache",
+                                teacher_label=recipe.teacher.label, progress=progress,
+                                desc=sspec.label).model  # fmt: skip
                 manifests.record("students", where, key, time.perf_counter() - ts, {})
             students[name] = (model, key, [{"type": "distill", "teacher": recipe.teacher.label}])
         model, key, steps = students[name]
         if ratio > 0:
-            pkey = manifests.key("search-prune", [ratio, str(spec.prune_train)], key)
+            pkey = manifests.key("search-prune", [ratio, plain(spec.prune_train)], key)
+            legacy = manifests.key("search-prune", [ratio, str(spec.prune_train)], key)
             where = root / "pruned" / f"{label}-p{int(round(ratio * 100))}"
-            hit = manifests.hit("prune", where, pkey)
+            hit = manifests.hit("prune", where, pkey, legacy)
             pcfg = PruneConfig(ratio=ratio, importance="taylor", recover="distill")
             if hit:
                 model = load_model(where)[0]
             else:
                 ts = time.perf_counter()
-                model, _ = prune_model(model, label, steps, pcfg, data, split, where,
-                                       train_cfg=spec.prune_train, distill_cfg=spec.distill,
-                                       cache_dir=out / "cache", progress=progress)  # fmt: skip
+                model = prune(model, data, out=where, config=pcfg, train=spec.prune_train,
+                              kd=spec.distill, split=split, steps=steps, parent_label=label,
+                              cache_dir=out / "cache", progress=progress).model  # fmt: skip
                 manifests.record("prune", where, pkey, time.perf_counter() - ts, {})
             steps = [*steps, pcfg.step()]
         if quant in ("int8", "int4"):
@@ -161,7 +122,7 @@ def run_search(spec: SearchSpec, recipe, data, split, out: Path, teacher, teache
             trial["error"] = str(exc)[:300]
             trials.append(trial)
             continue
-        runner = open_runner(path, "onnxruntime", threads=spec.threads)
+        runner = open_backend(path, "onnxruntime", threads=spec.threads)
         ev = recipe.evaluate.kwargs()
         mv = evaluate(runner.scorer, split.valid, data.item_attrs, **ev)
         m = evaluate(runner.scorer, split.test, data.item_attrs, **ev)

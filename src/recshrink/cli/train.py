@@ -1,0 +1,199 @@
+"""``recshrink data stats``, ``train``, ``distill``, ``evaluate``, ``run`` and ``recipe
+validate``: each parses its options and calls one function of :mod:`recshrink.api`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from recshrink.api import check_compatible, distill, evaluate, train
+from recshrink.cli._base import (
+    Group, check_out, data_options, data_spec, key_values, load_data_options, main,
+    print_metrics, protocol_options, train_options, validated,
+)  # fmt: skip
+from recshrink.compare import rank_retention
+from recshrink.entries import dataset_entry, single_model_report
+from recshrink.errors import RecshrinkError
+from recshrink.fsutil import write_json
+from recshrink.models.io import load_model
+from recshrink.pipeline import STAGES, run as run_recipe_file
+from recshrink.recipe import EvalSpec, ModelSpec, StudentSpec, load_recipe
+
+
+@main.group(cls=Group)
+def data() -> None:
+    """Inspect data sets."""
+
+
+@data.command("stats")
+@data_options
+def data_stats(**kw) -> None:
+    """Print users, items, interactions and sequence lengths as JSON."""
+    ds = data_spec(**kw).load()
+    click.echo(json.dumps({**ds.stats(), "fingerprint": ds.fingerprint()}, indent=2))
+
+
+def _spec(cls, model: str, args: tuple[str, ...], train_kw: dict, **extra):
+    return validated(lambda: cls(model=model, args=key_values(args, "--arg"), train=train_kw,
+                                 **extra))  # fmt: skip
+
+
+def _finish(out: Path, label: str, res, ds, split, role: str, device: str,
+            extra: dict | None = None) -> None:  # fmt: skip
+    metrics = evaluate(res.model, ds, splits=split, **EvalSpec().kwargs())
+    write_json(out / "report.json", single_model_report(label, res.model, out, ds, metrics,
+                                                        res.summary, role, device, extra))
+    print_metrics(label, metrics)
+    click.echo(f"model written to {out} ({res.summary['seconds']:.0f} s, best epoch "
+               f"{res.summary['best_epoch']})")  # fmt: skip
+
+
+@main.command("train")
+@data_options
+@click.option("--model", "model_name", default="sasrec_large", show_default=True,
+              help="Builder or preset name.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Model directory.")
+@train_options
+def train_cmd(model_name, out, args, progress, data_path, fmt, attributes, item_path, kcore,
+              max_len, csv_columns, sep, **train_kw) -> None:  # fmt: skip
+    """Train a model (teacher, or a student without distillation); evaluate it on the test split."""
+    spec = _spec(ModelSpec, model_name, args, train_kw)
+    check_out(out, "dir")
+    ds, split = load_data_options(dict(data_path=data_path, fmt=fmt, attributes=attributes,
+                                       item_path=item_path, kcore=kcore, max_len=max_len,
+                                       csv_columns=csv_columns, sep=sep))  # fmt: skip
+    res = train(spec.model, ds, out=out, max_len=max_len, model_args=spec.args, split=split,
+                config=spec.train, progress=progress, desc=spec.label)  # fmt: skip
+    role = "teacher" if res.model.arch == "sasrec" else "baseline"  # a student trained alone
+    _finish(out, spec.label, res, ds, split, role, spec.train.device)
+
+
+@main.command("distill")
+@click.option("--teacher", "teacher_path", required=True, type=click.Path(path_type=Path),
+              help="Trained teacher (model directory or .pt).")
+@click.option("--student", "student_name", default="gru_small", show_default=True,
+              help="Student builder or preset name.")
+@data_options
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Student directory.")
+@click.option("--kd", "kd", multiple=True,
+              help="Distillation setting KEY=VALUE (repeatable), e.g. --kd kd_weight=0.9 "
+                   "--kd temperature=2 --kd rank_weight=0.2 --kd init_items=pca.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Where cached teacher outputs go (default: OUT/../.teacher-cache).")
+@train_options
+def distill_cmd(teacher_path, student_name, out, kd, cache_dir, args, progress, data_path, fmt,
+                attributes, item_path, kcore, max_len, csv_columns, sep, **train_kw) -> None:  # fmt: skip
+    """Distil a trained teacher into a student (GRU/LSTM/CNN) and evaluate it."""
+    spec = _spec(StudentSpec, student_name, args, train_kw, distill=key_values(kd, "--kd"))
+    check_out(out, "dir")
+    teacher, _ = load_model(teacher_path)
+    ds, split = load_data_options(dict(data_path=data_path, fmt=fmt, attributes=attributes,
+                                       item_path=item_path, kcore=kcore, max_len=max_len,
+                                       csv_columns=csv_columns, sep=sep))  # fmt: skip
+    check_compatible(teacher, ds, str(teacher_path))
+    res = distill(teacher, ds, spec.model, out=out, max_len=max_len, model_args=spec.args,
+                  split=split, config=spec.train, kd=spec.distill, cache_dir=cache_dir,
+                  teacher_label=str(teacher_path), progress=progress, desc=spec.label)  # fmt: skip
+    _finish(out, spec.label, res, ds, split, "student", spec.train.device,
+            extra={"teacher": str(teacher_path), "losses": res.summary["losses"]})
+
+
+@main.command("evaluate")
+@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path),
+              help="Model directory or .pt file.")
+@data_options
+@click.option("--split", "which", type=click.Choice(["test", "valid"]), default="test",
+              show_default=True)
+@click.option("--against", "against_path", type=click.Path(path_type=Path), default=None,
+              help="A reference model (e.g. the teacher): report this model's retention of its "
+                   "NDCG@10 and HR@10 with paired-bootstrap 95% intervals over the same users.")
+@click.option("--resamples", type=click.IntRange(min=100), default=2000, show_default=True,
+              help="Bootstrap resamples for --against.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write the metrics to this JSON file.")
+@protocol_options
+def evaluate_cmd(model_path, which, against_path, resamples, out, ties, mask_scope, **kw) -> None:
+    """Full-ranking metrics of a trained model on the data's leave-one-out split."""
+    if out:
+        check_out(out, "file")
+    model, meta = load_model(model_path)
+    reference = load_model(against_path)[0] if against_path else None
+    ds, split = load_data_options(kw)
+    check_compatible(model, ds, str(model_path))
+    if reference is not None:
+        check_compatible(reference, ds, str(against_path))
+    es = split.test if which == "test" else split.valid
+    proto = {"ties": ties, "mask_scope": mask_scope}
+    metrics, per_user = evaluate(model, ds, split=which, splits=split, per_user=True, **proto)
+    print_metrics(f"{meta.arch} ({which})", metrics)
+    if metrics.get("nonfinite_users"):
+        click.echo(f"warning: {metrics['nonfinite_users']:,} of {metrics['count']:,} users had "
+                   "NaN or infinite scores (counted as misses)", err=True)  # fmt: skip
+    if meta.data_fingerprint and meta.data_fingerprint != ds.fingerprint():
+        click.echo("warning: the model was trained on data with another fingerprint", err=True)
+    result = {"model": str(model_path), "split": which, "dataset": dataset_entry(ds),
+              "protocol": {**proto, "users": len(es)}, "metrics": metrics}  # fmt: skip
+    if reference is not None:
+        ref_ranks = evaluate(reference, ds, split=which, splits=split, per_user=True,
+                             **proto)[1].ranks  # fmt: skip
+        result["against"] = {"model": str(against_path),
+                             **_paired_retention(per_user.ranks, ref_ranks, resamples)}
+    if out:
+        write_json(out, result)
+
+
+def _paired_retention(ranks, ref_ranks, resamples: int) -> dict:
+    """Retention of the reference's NDCG@10 and HR@10 by a model with per-user ranks
+    ``ranks``, with paired-bootstrap intervals (printed)."""
+    out = {}
+    for name in ("ndcg", "hr"):
+        try:
+            cmp = rank_retention(ranks, ref_ranks, name, 10, resamples)
+        except ValueError:
+            raise RecshrinkError(
+                f"the reference model's {name}@10 is 0: no retention to compute") from None
+        out[f"{name}@10"] = cmp
+        click.echo(f"  {name}@10 vs reference: {cmp['model']:.4f} vs {cmp['reference']:.4f}, "
+                   f"retention {cmp['ratio']:.3f} (95% CI {cmp['ratio_low']:.3f}-"
+                   f"{cmp['ratio_high']:.3f}; difference {cmp['diff']:+.4f}, CI "
+                   f"{cmp['diff_low']:+.4f} to {cmp['diff_high']:+.4f}; paired bootstrap over "
+                   f"{cmp['users']:,} users)")
+    return out
+
+
+@main.command("run")
+@click.argument("recipe_path", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory.")
+@click.option("--set", "overrides", multiple=True, help="Override KEY.PATH=VALUE (repeatable).")
+@click.option("--progress/--no-progress", default=True)
+@click.option("--from", "from_stage", default=None, type=click.Choice(list(STAGES)),
+              help="Redo this stage and every later one (earlier stages whose manifest "
+                   "matches are reused).")
+def run_cmd(recipe_path, out, overrides, progress, from_stage) -> None:
+    """Run a recipe end to end (validated before any work starts).
+
+    Re-running it skips models whose manifest matches and resumes interrupted trainings.
+    """
+    recipe = load_recipe(recipe_path, tuple(overrides))
+    check_out(out, "dir")
+    report = run_recipe_file(recipe, out, progress=progress, from_stage=from_stage)
+    for name, entry in report["models"].items():
+        print_metrics(f"{name} [{entry['role']}, {entry['params']:,} params]", entry["metrics"])
+    click.echo(f"report: {out / 'report.json'} ({report['seconds']:.0f} s)")
+
+
+@main.group(cls=Group)
+def recipe() -> None:
+    """Work with recipes."""
+
+
+@recipe.command("validate")
+@click.argument("recipe_path", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, help="Override KEY.PATH=VALUE (repeatable).")
+def recipe_validate(recipe_path, overrides) -> None:
+    """Check a recipe without running it."""
+    r = load_recipe(recipe_path, tuple(overrides))
+    click.echo(f"{recipe_path}: ok (recipe {r.name!r}, data {r.data.format}, teacher "
+               f"{r.teacher.label}, {len(r.baselines)} baselines, {len(r.students)} students)")

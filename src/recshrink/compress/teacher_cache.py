@@ -1,0 +1,124 @@
+"""The teacher cache of distillation: the teacher's outputs at every training position.
+
+The teacher runs once over every training window; its user vector and top-M items with their
+logits at every position are cached on disk (keyed by teacher weights, data and settings) and
+reused by every student and every epoch (see :mod:`recshrink.compress.distill`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from recshrink.data.split import pad_left
+from recshrink.fsutil import atomic_path
+from recshrink.models.base import SeqRecModel
+from recshrink.train.losses import sample_negatives
+from recshrink.train.trainer import state_digest
+
+
+def _windows_digest(windows: list[np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for w in windows:
+        h.update(np.asarray(w, np.int64).tobytes())
+        h.update(b"|")
+    return h.hexdigest()[:16]
+
+
+def window_offsets(windows: list[np.ndarray]) -> np.ndarray:
+    """Start of each window's positions in the flat cache (``[W + 1]``, positions = len - 1)."""
+    return np.concatenate([[0], np.cumsum([len(w) - 1 for w in windows])]).astype(np.int64)
+
+
+@torch.inference_mode()
+def build_teacher_cache(
+    teacher: SeqRecModel,
+    windows: list[np.ndarray],
+    top_m: int,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Run the teacher over every training window once.
+
+    Returns:
+        ``{"vectors": [P, Dt] fp16, "top_ids": [P, M] int32, "top_logits": [P, M] fp16,
+        "offsets": [W + 1] int64}`` where P is the number of training positions; row
+        ``offsets[w] + j`` belongs to input position j of window w.
+    """
+    teacher.eval().to(device)
+    offsets = window_offsets(windows)
+    total = int(offsets[-1])
+    m = min(top_m, teacher.num_items)
+    vectors = torch.zeros(total, teacher.dim, dtype=torch.float16)
+    top_ids = torch.zeros(total, m, dtype=torch.int32)
+    top_logits = torch.zeros(total, m, dtype=torch.float16)
+    order = np.argsort([len(w) for w in windows], kind="stable")
+    for i in range(0, len(order), batch_size):
+        rows = order[i : i + batch_size]
+        width = max(len(windows[r]) - 1 for r in rows)
+        inp = torch.from_numpy(pad_left([windows[r][:-1] for r in rows], width)).to(device)
+        h = teacher.forward_all(inp)[inp > 0]  # [P_b, Dt], row-major = window order
+        dest = torch.from_numpy(np.concatenate([np.arange(offsets[r], offsets[r + 1]) for r in rows]))
+        vals, ids = torch.topk(teacher.score_vectors(h), m, dim=-1)  # [P_b, M]
+        vectors[dest] = h.cpu().half()
+        top_ids[dest] = ids.cpu().int()
+        top_logits[dest] = vals.cpu().half()
+    return {"vectors": vectors, "top_ids": top_ids, "top_logits": top_logits,
+            "offsets": torch.from_numpy(offsets)}  # fmt: skip
+
+
+def teacher_cache(
+    teacher: SeqRecModel,
+    windows: list[np.ndarray],
+    top_m: int,
+    cache_dir: str | Path | None,
+    device: str | torch.device = "cpu",
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """Load the teacher cache from ``cache_dir`` or build (and store) it.
+
+    Returns:
+        The cache and whether it was loaded from disk.
+    """
+    key = hashlib.sha256(
+        f"{state_digest(teacher)}|{_windows_digest(windows)}|{top_m}".encode()
+    ).hexdigest()[:20]
+    path = Path(cache_dir) / f"teacher-{key}.safetensors" if cache_dir else None
+    if path is not None and path.exists():
+        return load_file(str(path)), True
+    cache = build_teacher_cache(teacher, windows, top_m, device=device)
+    if path is not None:
+        with atomic_path(path) as tmp:
+            save_file({k: v.contiguous() for k, v in cache.items()}, str(tmp))
+    return cache, False
+
+
+def cache_batch_hook(cache: dict[str, torch.Tensor], num_items: int, negatives: int):
+    """A trainer batch hook adding the cached teacher outputs of the batch's positions.
+
+    Adds ``t_vec [P, Dt]``, ``t_ids [P, M]``, ``t_logits [P, M]`` (P = positions with a target,
+    row-major, as ``h[targets > 0]``) and ``kd_negatives [S]`` drawn from the epoch generator.
+    """
+    offsets = cache["offsets"]
+
+    def hook(batch: dict, gen: torch.Generator) -> dict:
+        tgt = batch["targets"]  # [B, L]
+        width = tgt.shape[1]
+        n = (tgt > 0).sum(1)  # [B] positions per row (targets are left-padded)
+        col = torch.arange(width).unsqueeze(0)  # [1, L]
+        start = (width - n).unsqueeze(1)  # [B, 1]
+        flat = offsets[batch["index"]].unsqueeze(1) + (col - start)  # [B, L]
+        rows = flat[tgt > 0]  # [P]
+        batch["t_vec"] = cache["vectors"][rows].float()
+        batch["t_ids"] = cache["top_ids"][rows].long()
+        batch["t_logits"] = cache["top_logits"][rows].float()
+        batch["kd_negatives"] = sample_negatives(num_items, negatives, gen)
+        return batch
+
+    return hook
+
+
+__all__ = ["build_teacher_cache", "cache_batch_hook", "teacher_cache", "window_offsets"]

@@ -1,0 +1,151 @@
+"""The stages after training: prune -> quantize -> export (+ ONNX Runtime quantization,
+TensorRT engines), each adding its models to the report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from recshrink.api import popular_items, prune, quantize
+from recshrink.api.exports import export_checked
+from recshrink.api.quantization import quantize_file
+from recshrink.api.training import save_trained
+from recshrink.compress.quantize import OnnxQuantConfig
+from recshrink.data.dataset import InteractionData
+from recshrink.data.split import Split
+from recshrink.entries import model_entry
+from recshrink.errors import RecshrinkError
+from recshrink.export.onnx import OnnxExportConfig
+from recshrink.export.artifacts import sidecar_path
+from recshrink.export.tensorrt import TensorRTConfig, build_engine, opt_length
+from recshrink.fsutil import write_json
+from recshrink.models.base import SeqRecModel
+from recshrink.models.io import load_model
+from recshrink.pipeline.gates import check_gates
+from recshrink.pipeline.manifests import Manifests
+from recshrink.pipeline.training import fidelity, model_dirs, split_metrics
+from recshrink.recipe import EvalSpec, Recipe
+
+
+def derived_entry(model: SeqRecModel, role: str, where: Path, parent: str, steps: list[dict],
+                  teacher: SeqRecModel, report: dict, data: InteractionData, split: Split,
+                  ev: EvalSpec, extra: dict) -> dict:  # fmt: skip
+    """The report entry of a pruned or quantized model: test and valid metrics, retention of
+    the teacher's NDCG@10 on each split, and the ratio to its parent."""
+    metrics = split_metrics(model, data, split, ev)
+    valid = split_metrics(model, data, split, ev, "valid")
+    t = report["models"][report["teacher"]]
+    return model_entry(model, role, where, metrics, valid=valid, extra={
+        "parent": parent, "steps": steps,
+        "retention": round(metrics["ndcg@10"] / max(t["metrics"]["ndcg@10"], 1e-12), 4),
+        "valid_retention": round(valid["ndcg@10"] / max(t["valid"]["ndcg@10"], 1e-12), 4),
+        "vs_parent": round(metrics["ndcg@10"] /
+                           max(report["models"][parent]["metrics"]["ndcg@10"], 1e-12), 4),
+        "params_ratio": round(model.num_params() / teacher.num_params(), 4),
+        "fidelity@10": fidelity(model, teacher, split), **extra})  # fmt: skip
+
+
+def _reuse(hit: dict | None, name: str, where: Path, report: dict, made: dict,
+           recipe: Recipe) -> bool:  # fmt: skip
+    """Take a model and its report entry from a matching manifest (False: no match)."""
+    if not hit:
+        return False
+    report["models"][name] = hit["entry"]
+    made[name] = (load_model(where)[0], where, hit["entry"].get("steps", []))
+    check_gates(recipe, report)
+    return True
+
+
+def prune_stage(recipe: Recipe, data: InteractionData, split: Split, out: Path, report: dict,
+                made: dict, teacher: SeqRecModel, progress: bool, manifests: Manifests,
+                keys: dict[str, str]) -> None:  # fmt: skip
+    """Prune each ``prune:`` job's parent (keys computed by the run; prunings may have run in
+    workers, whose work this resumes)."""
+    dirs = model_dirs(recipe, out)
+    for job in recipe.prune:
+        parent, _, psteps = made[job.model]
+        where, key = dirs[job.name], keys[job.name]
+        if _reuse(manifests.hit("prune", where, key), job.name, where, report, made, recipe):
+            continue
+        t_stage = time.perf_counter()
+        res = prune(parent, data, out=where, config=job.config, train=job.train, kd=job.distill,
+                    split=split, steps=psteps, parent_label=job.model, cache_dir=out / "cache",
+                    progress=progress)  # fmt: skip
+        steps = res.steps
+        report["models"][job.name] = derived_entry(
+            res.model, "pruned", where, job.model, steps, teacher, report, data, split,
+            recipe.evaluate, {"prune": res.summary})  # fmt: skip
+        manifests.record("prune", where, key, time.perf_counter() - t_stage,
+                         report["models"][job.name])  # fmt: skip
+        made[job.name] = (res.model, where, steps)
+        write_json(out / "report.json", report)
+        check_gates(recipe, report)
+
+
+def quantize_stage(recipe: Recipe, data: InteractionData, split: Split, out: Path, report: dict,
+                   made: dict, teacher: SeqRecModel, manifests: Manifests,
+                   keys: dict[str, str]) -> None:  # fmt: skip
+    """Row-wise quantize the item table of each ``quantize:`` job's parent."""
+    for job in recipe.quantize:
+        parent, _, psteps = made[job.model]
+        where = out / "quantized" / job.name
+        key = keys[job.name] = manifests.key("quantize", job.model_dump(mode="json"),
+                                             keys[job.model])  # fmt: skip
+        if _reuse(manifests.hit("quantize", where, key), job.name, where, report, made, recipe):
+            continue
+        t_stage = time.perf_counter()
+        res = quantize(parent, f"rowwise-int{job.bits}")
+        steps = [*psteps, res.summary["step"]]
+        save_trained(res.model, where, data, split, steps, {"parent": job.model})
+        report["models"][job.name] = derived_entry(
+            res.model, "quantized", where, job.model, steps, teacher, report, data, split,
+            recipe.evaluate, {})  # fmt: skip
+        manifests.record("quantize", where, key, time.perf_counter() - t_stage,
+                         report["models"][job.name])  # fmt: skip
+        made[job.name] = (res.model, where, steps)
+        write_json(out / "report.json", report)
+        check_gates(recipe, report)
+
+
+def export_stage(recipe: Recipe, data: InteractionData, split: Split, out: Path, report: dict,
+                 made: dict) -> list[tuple[str, Path]]:  # fmt: skip
+    """Export ``export.models`` to ONNX (validated), quantize the graphs through ONNX Runtime and
+    build TensorRT engines as asked; returns the (label, path) of every exported file."""
+    exported: list[tuple[str, Path]] = []
+    if not recipe.export:
+        return exported
+    ev = recipe.evaluate
+    popular = popular_items(split, data.num_items)
+    cfg = OnnxExportConfig(k=recipe.export.k, min_agreement=recipe.export.min_agreement,
+                           full_scores=True, slim=recipe.export.slim,
+                           mask_history=ev.mask_history)  # fmt: skip
+    for name in recipe.export.models or list(made):
+        model, _, steps = made[name]
+        path = out / "export" / f"{name}.onnx"
+        info = export_checked(model, path, split, steps=steps, item_ids=data.item_ids,
+                              popular=popular, cfg=cfg)  # fmt: skip
+        exported.append((f"{name}.onnx", path))
+        for mode in recipe.export.quantize:
+            qpath = out / "export" / f"{name}.{mode}.onnx"
+            res = quantize_file(path, qpath, OnnxQuantConfig(mode=mode), data, split, ev.kwargs())
+            sidecar_path(qpath).write_text(sidecar_path(path).read_text())
+            info.setdefault("quantized", {})[mode] = {
+                k: res[k] for k in ("path", "size_ratio", "agreement@10", "step")}
+            info["quantized"][mode]["bytes"] = res["after"]["bytes"]
+            info["quantized"][mode]["ndcg@10"] = res["after"]["metrics"]["ndcg@10"]
+            exported.append((f"{name}.{mode}.onnx", qpath))
+        for precision in recipe.export.tensorrt:  # int8 engines come from static QDQ graphs
+            src = out / "export" / f"{name}.static.onnx" if precision == "int8" else path
+            if not src.is_file():
+                raise RecshrinkError(f"export.tensorrt: int8 needs export.quantize: [static] "
+                                     f"(no {src})")  # fmt: skip
+            engine = out / "export" / f"{name}.{precision}.engine"
+            build_engine(src, engine, TensorRTConfig(
+                precision=precision, opt_len=opt_length(split.test.histories),
+                timing_cache=str(out / "export" / "timing.cache")))  # fmt: skip
+            info.setdefault("tensorrt", {})[precision] = {"path": str(engine),
+                                                          "bytes": engine.stat().st_size}
+            exported.append((f"{name}.{precision}.engine", engine))
+        report["models"][name]["export"] = info
+        write_json(out / "report.json", report)
+    return exported
