@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from recshrink.models.io import load_model
+from recshrink.api import evaluate
 from recshrink.pipeline import run_recipe
 from recshrink.recipe import parse_recipe
 
@@ -48,6 +49,13 @@ def test_recipe_end_to_end(tmp_path):
     student, meta = load_model(tmp_path / "students" / "g_kd")
     assert meta.steps[0]["type"] == "distill" and meta.steps[0]["teacher"] == "t"
     assert student.num_params() == s["params"] == 41 * 8 + 3 * (8 * 8 * 2 + 16)
+    # fidelity@10: the student's top 10 against the teacher's, both masked like every metric
+    data = recipe.data.load()
+    sp = data.split(recipe.data.max_len, recipe.data.shift_window)
+    tops = [evaluate(load_model(tmp_path / d)[0], data, splits=sp, per_user=True)[1].top[:, :10]
+            for d in ("teacher", "students/g_kd")]  # fmt: skip
+    overlap = [len(set(a) & set(b)) / 10 for a, b in zip(tops[0].tolist(), tops[1].tolist())]
+    assert s["fidelity@10"] == round(sum(overlap) / len(overlap), 4)
     # same recipe, same seed: the same metrics to the last digit (resumed runs are skipped)
     again = run_recipe(recipe, tmp_path / "again", progress=False)
     for name in report["models"]:

@@ -118,8 +118,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True,
                            time.perf_counter() - t_job)  # fmt: skip
             finish(role, spec, where, trained)
     teacher = state.teacher
-    prune_stage(recipe, data, split, out, report, made, teacher, progress, manifests, keys)
-    quantize_stage(recipe, data, split, out, report, made, teacher, manifests, keys)
+    prune_stage(recipe, data, split, out, report, made, state, progress, manifests, keys)
+    quantize_stage(recipe, data, split, out, report, made, state, manifests, keys)
     exported = export_stage(recipe, data, split, out, report, made)
     trials = _search_stage(recipe, data, split, out, report, teacher, progress, manifests, keys)
     if recipe.benchmark:

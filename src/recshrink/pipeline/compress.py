@@ -23,16 +23,18 @@ from recshrink.models.base import SeqRecModel
 from recshrink.models.io import load_model
 from recshrink.pipeline.gates import check_gates
 from recshrink.pipeline.manifests import Manifests
-from recshrink.pipeline.training import fidelity, model_dirs, split_metrics
+from recshrink.pipeline.training import (
+    TrainState, fidelity, model_dirs, split_metrics, teacher_top,
+)  # fmt: skip
 from recshrink.recipe import EvalSpec, Recipe
 
 
 def derived_entry(model: SeqRecModel, role: str, where: Path, parent: str, steps: list[dict],
-                  teacher: SeqRecModel, report: dict, data: InteractionData, split: Split,
+                  state: TrainState, report: dict, data: InteractionData, split: Split,
                   ev: EvalSpec, extra: dict) -> dict:  # fmt: skip
     """The report entry of a pruned or quantized model: test and valid metrics, retention of
-    the teacher's NDCG@10 on each split, and the ratio to its parent."""
-    metrics = split_metrics(model, data, split, ev)
+    the teacher's NDCG@10 on each split, the ratio to its parent and fidelity to the teacher."""
+    metrics, users = split_metrics(model, data, split, ev, per_user=True)
     valid = split_metrics(model, data, split, ev, "valid")
     t = report["models"][report["teacher"]]
     return model_entry(model, role, where, metrics, valid=valid, extra={
@@ -41,8 +43,9 @@ def derived_entry(model: SeqRecModel, role: str, where: Path, parent: str, steps
         "valid_retention": round(valid["ndcg@10"] / max(t["valid"]["ndcg@10"], 1e-12), 4),
         "vs_parent": round(metrics["ndcg@10"] /
                            max(report["models"][parent]["metrics"]["ndcg@10"], 1e-12), 4),
-        "params_ratio": round(model.num_params() / teacher.num_params(), 4),
-        "fidelity@10": fidelity(model, teacher, split), **extra})  # fmt: skip
+        "params_ratio": round(model.num_params() / state.teacher.num_params(), 4),
+        "fidelity@10": fidelity(users.top, teacher_top(state, data, split, ev)),
+        **extra})  # fmt: skip
 
 
 def _reuse(hit: dict | None, name: str, where: Path, report: dict, made: dict,
@@ -57,7 +60,7 @@ def _reuse(hit: dict | None, name: str, where: Path, report: dict, made: dict,
 
 
 def prune_stage(recipe: Recipe, data: InteractionData, split: Split, out: Path, report: dict,
-                made: dict, teacher: SeqRecModel, progress: bool, manifests: Manifests,
+                made: dict, state: TrainState, progress: bool, manifests: Manifests,
                 keys: dict[str, str]) -> None:  # fmt: skip
     """Prune each ``prune:`` job's parent (keys computed by the run; prunings may have run in
     workers, whose work this resumes)."""
@@ -73,7 +76,7 @@ def prune_stage(recipe: Recipe, data: InteractionData, split: Split, out: Path, 
                     progress=progress)  # fmt: skip
         steps = res.steps
         report["models"][job.name] = derived_entry(
-            res.model, "pruned", where, job.model, steps, teacher, report, data, split,
+            res.model, "pruned", where, job.model, steps, state, report, data, split,
             recipe.evaluate, {"prune": res.summary})  # fmt: skip
         manifests.record("prune", where, key, time.perf_counter() - t_stage,
                          report["models"][job.name])  # fmt: skip
@@ -83,7 +86,7 @@ def prune_stage(recipe: Recipe, data: InteractionData, split: Split, out: Path, 
 
 
 def quantize_stage(recipe: Recipe, data: InteractionData, split: Split, out: Path, report: dict,
-                   made: dict, teacher: SeqRecModel, manifests: Manifests,
+                   made: dict, state: TrainState, manifests: Manifests,
                    keys: dict[str, str]) -> None:  # fmt: skip
     """Row-wise quantize the item table of each ``quantize:`` job's parent."""
     for job in recipe.quantize:
@@ -98,7 +101,7 @@ def quantize_stage(recipe: Recipe, data: InteractionData, split: Split, out: Pat
         steps = [*psteps, res.summary["step"]]
         save_trained(res.model, where, data, split, steps, {"parent": job.model})
         report["models"][job.name] = derived_entry(
-            res.model, "quantized", where, job.model, steps, teacher, report, data, split,
+            res.model, "quantized", where, job.model, steps, state, report, data, split,
             recipe.evaluate, {})  # fmt: skip
         manifests.record("quantize", where, key, time.perf_counter() - t_stage,
                          report["models"][job.name])  # fmt: skip
