@@ -27,7 +27,8 @@ class CausalSelfAttention(nn.Module):
     Args:
         dim: Model width D.
         heads: Number of heads.
-        dropout: Attention-probability dropout.
+        dropout: Attention-probability dropout (``dropout_p`` of
+            :func:`torch.nn.functional.scaled_dot_product_attention`, training only).
         head_dim: Width of each head (default ``dim // heads``; ``dim`` must then be divisible
             by ``heads``). Pruned models keep the original head width with fewer heads.
     """
@@ -55,10 +56,12 @@ class CausalSelfAttention(nn.Module):
         q = self.q(x).view(b, l, self.heads, hd).transpose(1, 2)  # [B, H, L, hd]
         k = self.k(x).view(b, l, self.heads, hd).transpose(1, 2)  # [B, H, L, hd]
         v = self.v(x).view(b, l, self.heads, v_hd).transpose(1, 2)  # [B, H, L, v_hd]
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd))  # [B, H, L, L]
-        att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
-        att = F.dropout(att, self.dropout, self.training)
-        y = (att @ v).transpose(1, 2).reshape(b, l, self.heads * v_hd)  # [B, L, H*hd]
+        # mask: True = may attend; every row keeps at least its diagonal, so none is empty
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+            scale=1.0 / math.sqrt(hd),
+        )  # [B, H, L, v_hd]
+        y = y.transpose(1, 2).reshape(b, l, self.heads * v_hd)  # [B, L, H*hd]
         return self.out(y)
 
 
