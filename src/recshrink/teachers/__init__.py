@@ -1,0 +1,1 @@
+"""Teachers trained elsewhere: reading foreign checkpoints without running their code."""
