@@ -79,3 +79,47 @@ def test_not_a_checkpoint_is_one_line(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(RecshrinkError, match="not a readable PyTorch checkpoint"):
         read_checkpoint(bad)
+
+
+def test_recbole_saves_with_pickle_protocol_4(tmp_path, fake_recbole, monkeypatch):
+    """RecBole's trainer saves with ``pickle_protocol=4`` (torch's weights-only unpickler reads
+    only protocol 2); its Config also holds a ``torch.device``, numpy scalars and the class of
+    its YAML loader."""
+    import numpy as np
+
+    yaml_mod = types.ModuleType("yaml.loader")
+
+    class FullLoader:
+        pass
+
+    FullLoader.__module__, FullLoader.__qualname__ = "yaml.loader", "FullLoader"
+    yaml_mod.FullLoader = FullLoader
+    monkeypatch.setitem(sys.modules, "yaml", types.ModuleType("yaml"))
+    monkeypatch.setitem(sys.modules, "yaml.loader", yaml_mod)
+    cfg = fake_recbole()
+    cfg.final_config_dict.update(device=torch.device("cpu"), best=np.float64(0.25))
+    cfg.yaml_loader = FullLoader
+    path = tmp_path / "SASRec-ml.pth"
+    w = torch.randn(3, 2)
+    torch.save({"config": cfg, "state_dict": {"item_embedding.weight": w}, "epoch": 2}, path,
+               pickle_protocol=4)  # fmt: skip
+    for name in [m for m in sys.modules if m.startswith(("recbole", "yaml"))]:
+        monkeypatch.delitem(sys.modules, name)
+    obj = read_checkpoint(path)
+    assert torch.equal(obj["state_dict"]["item_embedding.weight"], w)
+    final = obj["config"].get("final_config_dict")
+    assert final["device"] == torch.device("cpu") and final["best"] == 0.25
+    assert final["MODEL_TYPE"].args == (2,)
+    assert obj["config"].get("yaml_loader").cls == "yaml.loader.FullLoader"
+    assert not any(m.startswith(("recbole", "yaml")) for m in sys.modules)
+
+
+def test_protocol_4_pickle_that_would_call_a_function_is_refused(tmp_path):
+    path = tmp_path / "evil4.pth"
+    marker = tmp_path / "ran"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "config": _Evil(str(marker))}, path,
+               pickle_protocol=4)  # fmt: skip
+    refused = r"refused to load: the file's pickle names (posix|os)\.system"
+    with pytest.raises(RecshrinkError, match=refused):
+        read_checkpoint(path)
+    assert not marker.exists()

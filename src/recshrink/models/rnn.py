@@ -39,6 +39,8 @@ class RNNRec(SeqRecModel):
         dropout: Dropout on embeddings and between layers.
         project: Project the hidden state to D with a linear layer (default: when
             ``hidden != dim``; pruned models keep theirs).
+        bias: Biases in the recurrent layers (RecBole's GRU4Rec has none).
+        proj_bias: Bias in the projection.
     """
 
     def __init__(
@@ -51,6 +53,9 @@ class RNNRec(SeqRecModel):
         max_len: int = 50,
         dropout: float = 0.2,
         project: bool | None = None,
+        *,
+        bias: bool = True,
+        proj_bias: bool = True,
     ) -> None:
         super().__init__(num_items, dim, max_len)
         if cell not in ("gru", "lstm"):
@@ -69,13 +74,18 @@ class RNNRec(SeqRecModel):
         )
         if project and hidden == dim:
             self.builder_args["project"] = True
+        if not bias:
+            self.builder_args["bias"] = False
+        if project and not proj_bias:
+            self.builder_args["proj_bias"] = False
         rnn_cls = nn.GRU if cell == "gru" else nn.LSTM
         self.rnn = rnn_cls(
-            dim, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
-        )
+            dim, hidden, num_layers=layers, bias=bias, batch_first=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )  # fmt: skip
         self.emb_drop = nn.Dropout(dropout)
         self.out_drop = nn.Dropout(dropout)
-        self.proj = nn.Linear(hidden, dim) if project else nn.Identity()
+        self.proj = nn.Linear(hidden, dim, bias=proj_bias) if project else nn.Identity()
 
     def forward_all(self, seq: torch.Tensor) -> torch.Tensor:
         to_right, to_left = left_to_right_index(seq)  # [B, L]
@@ -93,9 +103,10 @@ def gru(
     max_len: int = 50,
     dropout: float = 0.2,
     project: bool | None = None,
+    **layout,
 ) -> RNNRec:
-    """Build a GRU student."""
-    return RNNRec(num_items, "gru", dim, hidden, layers, max_len, dropout, project)
+    """Build a GRU student (``layout``: ``bias``, ``proj_bias``)."""
+    return RNNRec(num_items, "gru", dim, hidden, layers, max_len, dropout, project, **layout)
 
 
 def lstm(
@@ -106,6 +117,7 @@ def lstm(
     max_len: int = 50,
     dropout: float = 0.2,
     project: bool | None = None,
+    **layout,
 ) -> RNNRec:
-    """Build an LSTM student."""
-    return RNNRec(num_items, "lstm", dim, hidden, layers, max_len, dropout, project)
+    """Build an LSTM student (``layout``: ``bias``, ``proj_bias``)."""
+    return RNNRec(num_items, "lstm", dim, hidden, layers, max_len, dropout, project, **layout)
