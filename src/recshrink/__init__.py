@@ -14,7 +14,8 @@ The CLI and YAML recipes (:func:`run`) are thin layers over these functions.
 """
 
 from recshrink.api import (
-    Result, benchmark, check_compatible, distill, evaluate, export, load_data, popular_items,
+    Result, benchmark, check_compatible, distill, evaluate, export, import_model, load_data,
+    popular_items,
     prune, quantize, synthetic, train,
 )  # fmt: skip
 from recshrink.compress.distill import DistillConfig
@@ -33,6 +34,7 @@ from recshrink.version import __version__
 __all__ = [
     "Dataset", "DistillConfig", "OnnxExportConfig", "OnnxQuantConfig", "Predictor",
     "PruneConfig", "Result", "Split", "TrainConfig", "__version__", "benchmark", "build_model",
-    "builder_names", "check_compatible", "distill", "evaluate", "export", "load_data",
+    "builder_names", "check_compatible", "distill", "evaluate", "export", "import_model",
+    "load_data",
     "load_recipe", "popular_items", "prune", "quantize", "run", "synthetic", "train",
 ]  # fmt: skip

@@ -314,3 +314,93 @@ def test_other_models_and_non_checkpoints_are_refused():
         from_recbole({"state_dict": {}})
     with pytest.raises(RecshrinkError, match="not a RecBole checkpoint"):
         from_recbole([1, 2])
+
+
+# -- import: detection, item ids, the CLI -------------------------------------------------------
+def _recbole_pth(tmp_path, monkeypatch, sd, cfg, name="GRU4Rec-toy.pth"):
+    """A torch.save of a RecBole-like Config object (pickle protocol 4, as RecBole's Trainer)."""
+    mods = {n: types.ModuleType(n) for n in ("recbole", "recbole.config",
+                                             "recbole.config.configurator")}  # fmt: skip
+    for n, mod in mods.items():
+        monkeypatch.setitem(sys.modules, n, mod)
+
+    class Config:
+        def __init__(self, d):
+            self.final_config_dict = d
+
+    Config.__module__, Config.__qualname__ = "recbole.config.configurator", "Config"
+    mods["recbole.config.configurator"].Config = Config
+    path = tmp_path / name
+    torch.save({"config": Config(cfg), "state_dict": sd, "epoch": 3}, path, pickle_protocol=4)
+    for n in list(mods):
+        monkeypatch.delitem(sys.modules, n)
+    return path
+
+
+def _inter_file(tmp_path, n_items: int) -> "Path":
+    """RecBole atomic interactions over items "i1".."i<n>", first seen in that order."""
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    t = 0
+    for u in range(12):
+        for k in range(6):
+            t += 1
+            lines.append(f"u{u}\ti{(u * 3 + k) % n_items + 1}\t{t}")
+    path = tmp_path / "toy.inter"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_import_detects_recbole_and_maps_item_ids(tmp_path, monkeypatch):
+    from recshrink import evaluate, import_model, load_data
+    from recshrink.teachers import is_recbole_checkpoint, open_model
+
+    g = torch.Generator().manual_seed(5)
+    n = N_ITEMS - 1
+    sd = recbole_gru4rec_state(g, N_ITEMS, 10, 14, 1)
+    path = _recbole_pth(tmp_path, monkeypatch, sd, gru4rec_cfg())
+    data = load_data(_inter_file(tmp_path, n))
+    assert data.num_items == n and data.item_ids[:3] == ["i1", "i2", "i3"]  # not i1, i10, i11
+    assert is_recbole_checkpoint(path) and not is_recbole_checkpoint(_inter_file(tmp_path, n))
+    direct, meta = open_model(path)
+    assert meta.extra["recbole"]["model"] == "GRU4Rec"
+    res = import_model(path, data, out=tmp_path / "native")
+    native, nmeta = load_model(tmp_path / "native")
+    assert nmeta.item_ids == data.item_ids and nmeta.steps[0]["framework"] == "recbole"
+    seq = torch.tensor([[0, 0, 3, 5, 2], [0, 0, 0, 0, 9]])
+    with torch.no_grad():
+        assert torch.allclose(native.scores(seq), direct.scores(seq), atol=1e-6)
+    # an explicit id list: the model's item index k is the data's item ids[k - 1]
+    ids = list(reversed(data.item_ids))
+    moved = import_model(path, data, item_ids=ids).model
+    with torch.no_grad():
+        a, b = moved.scores(torch.tensor([[0, 1]])), direct.scores(torch.tensor([[0, n]]))
+    col = {raw: i for i, raw in enumerate(ids, start=1)}  # the data's item j -> model index
+    assert torch.allclose(a[0, 1:], b[0, [col[x] for x in data.item_ids]], atol=1e-6)
+    m = evaluate(res.model, data, mask_history=False)
+    assert 0.0 <= m["ndcg@10"] <= 1.0 and m["count"] == 12
+
+
+def test_import_refuses_mismatches_in_one_line(tmp_path, monkeypatch):
+    from recshrink import import_model, load_data, synthetic
+
+    from cli_helpers import assert_user_error, invoke
+
+    g = torch.Generator().manual_seed(6)
+    path = _recbole_pth(tmp_path, monkeypatch, recbole_gru4rec_state(g, N_ITEMS, 10, 14, 1),
+                        gru4rec_cfg())  # fmt: skip
+    small = load_data(_inter_file(tmp_path, N_ITEMS - 5))
+    with pytest.raises(RecshrinkError, match=r"model has 30 items but the data .* has 26"):
+        import_model(path, small)
+    data = load_data(_inter_file(tmp_path, N_ITEMS - 1))
+    with pytest.raises(RecshrinkError, match="not in the model's id list"):
+        import_model(path, data, item_ids=[f"x{i}" for i in range(N_ITEMS - 1)])
+    with pytest.raises(RecshrinkError, match="give item_ids"):
+        import_model(path, synthetic(users=50, items=N_ITEMS - 1, categories=5))
+    out = tmp_path / "cli"
+    assert_user_error(invoke("import", "--model", path, "--data", tmp_path / "toy.inter",
+                             "--out", out, "--item-ids", tmp_path / "missing.json"),
+                      "missing.json")  # fmt: skip
+    assert not out.exists()
+    ok = invoke("import", "--model", path, "--data", tmp_path / "toy.inter", "--out", out)
+    assert ok.exit_code == 0, ok.output
+    assert "imported GRU4Rec" in ok.output and (out / "model.safetensors").is_file()

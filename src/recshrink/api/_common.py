@@ -14,7 +14,8 @@ from recshrink.data.dataset import InteractionData
 from recshrink.data.split import Split, leave_one_out
 from recshrink.errors import RecshrinkError
 from recshrink.models.base import SeqRecModel
-from recshrink.models.io import ModelMeta, load_model
+from recshrink.models.io import ModelMeta
+from recshrink.teachers import open_model
 from recshrink.train.trainer import item_popularity
 
 PathLike = str | Path
@@ -38,10 +39,11 @@ class Result:
 
 
 def as_model(model: SeqRecModel | PathLike) -> tuple[SeqRecModel, ModelMeta | None]:
-    """A model object as it is, or a model directory loaded (weights only, no code run)."""
+    """A model object as it is, or a model file loaded (no code in it run): a model directory,
+    a ``.pt``, or a RecBole checkpoint (:func:`recshrink.teachers.open_model`)."""
     if isinstance(model, SeqRecModel):
         return model, None
-    return load_model(model)
+    return open_model(model)
 
 
 def as_split(data: InteractionData, split: Split | None, max_len: int,

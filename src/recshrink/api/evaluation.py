@@ -15,7 +15,8 @@ from recshrink.benchmark.run import run_benchmark
 from recshrink.data.dataset import InteractionData
 from recshrink.data.split import Split
 from recshrink.models.base import SeqRecModel
-from recshrink.models.io import load_model, save_model
+from recshrink.models.io import save_model
+from recshrink.teachers import open_model
 from recshrink.train.evaluate import PerUser, evaluate as evaluate_scores, model_scorer
 
 
@@ -66,7 +67,7 @@ def evaluate(
         0.0519...
     """
     if isinstance(model, SeqRecModel) or artifact_kind(Path(model)) == "checkpoint":
-        m = model if isinstance(model, SeqRecModel) else load_model(model)[0]
+        m = model if isinstance(model, SeqRecModel) else open_model(model)[0]
         check_compatible(m, data, str(model) if not isinstance(model, SeqRecModel) else "model")
         score_fn, length = model_scorer(m), m.max_len
     else:

@@ -22,7 +22,7 @@ from recshrink.errors import RecshrinkError
 from recshrink.export.onnx import OnnxExportConfig
 from recshrink.export.tensorrt import TensorRTConfig, opt_length
 from recshrink.fsutil import write_json
-from recshrink.models.io import load_model
+from recshrink.teachers import open_model
 from recshrink.recipe import EvalSpec
 from recshrink.train.config import TrainConfig
 from recshrink.train.evaluate import model_scorer, scorer_agreement
@@ -35,7 +35,7 @@ _TRT = TensorRTConfig()
 
 def _load_with_data(model_path: Path, kw: dict):
     """Load a model and the data it was trained on (checked to match)."""
-    model, meta = load_model(model_path)
+    model, meta = open_model(model_path)
     ds, split = load_data_options(kw)
     check_compatible(model, ds, str(model_path))
     return model, meta, ds, split

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from recshrink.api import check_compatible, distill, evaluate, train
+from recshrink.api import check_compatible, distill, evaluate, import_model, train
 from recshrink.cli._base import (
     Group, check_out, data_options, data_spec, key_values, load_data_options, main,
     print_metrics, protocol_options, train_options, validated,
@@ -17,7 +17,7 @@ from recshrink.compare import rank_retention
 from recshrink.entries import dataset_entry, single_model_report
 from recshrink.errors import RecshrinkError
 from recshrink.fsutil import write_json
-from recshrink.models.io import load_model
+from recshrink.teachers import open_model
 from recshrink.pipeline import STAGES, run as run_recipe_file
 from recshrink.recipe import EvalSpec, ModelSpec, StudentSpec, load_recipe
 
@@ -88,7 +88,7 @@ def distill_cmd(teacher_path, student_name, out, kd, cache_dir, args, progress, 
     """Distil a trained teacher into a student (GRU/LSTM/CNN) and evaluate it."""
     spec = _spec(StudentSpec, student_name, args, train_kw, distill=key_values(kd, "--kd"))
     check_out(out, "dir")
-    teacher, _ = load_model(teacher_path)
+    teacher, _ = open_model(teacher_path)
     ds, split = load_data_options(dict(data_path=data_path, fmt=fmt, attributes=attributes,
                                        item_path=item_path, kcore=kcore, max_len=max_len,
                                        csv_columns=csv_columns, sep=sep))  # fmt: skip
@@ -118,8 +118,8 @@ def evaluate_cmd(model_path, which, against_path, resamples, out, ties, mask_sco
     """Full-ranking metrics of a trained model on the data's leave-one-out split."""
     if out:
         check_out(out, "file")
-    model, meta = load_model(model_path)
-    reference = load_model(against_path)[0] if against_path else None
+    model, meta = open_model(model_path)
+    reference = open_model(against_path)[0] if against_path else None
     ds, split = load_data_options(kw)
     check_compatible(model, ds, str(model_path))
     if reference is not None:
@@ -161,6 +161,44 @@ def _paired_retention(ranks, ref_ranks, resamples: int) -> dict:
                    f"{cmp['diff_low']:+.4f} to {cmp['diff_high']:+.4f}; paired bootstrap over "
                    f"{cmp['users']:,} users)")
     return out
+
+
+def _read_ids(path: Path) -> list[str]:
+    """An id list file: a JSON list, or one raw id per line."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RecshrinkError(f"{path}: {exc.strerror or exc}") from None
+    if text.lstrip().startswith("["):
+        try:
+            ids = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RecshrinkError(f"{path}: not valid JSON: {exc}") from None
+        return [str(x) for x in ids]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+@main.command("import")
+@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path),
+              help="A checkpoint trained elsewhere: RecBole's .pth (SASRec, GRU4Rec), read "
+                   "without running anything in it.")
+@data_options
+@click.option("--item-ids", type=click.Path(path_type=Path), default=None,
+              help="The raw id of each of the model's items in index order (a JSON list or one "
+                   "per line; default: the data's ids, for RecBole atomic files).")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Native model directory to write.")
+def import_cmd(model_path, item_ids, out, **kw) -> None:
+    """Import a model trained elsewhere as a native model directory; evaluate it."""
+    check_out(out, "dir")
+    ds, split = load_data_options(kw)
+    res = import_model(model_path, ds, out=out,
+                       item_ids=_read_ids(item_ids) if item_ids else None)  # fmt: skip
+    metrics = evaluate(res.model, ds, splits=split, **EvalSpec().kwargs())
+    write_json(out / "report.json", single_model_report(
+        out.name, res.model, out, ds, metrics, {"seconds": 0.0, **res.summary}, "teacher"))
+    print_metrics(f"{out.name} (imported {res.steps[0].get('model', res.model.arch)})", metrics)
+    click.echo(f"model written to {out}")
 
 
 @main.command("run")

@@ -17,6 +17,7 @@ from recshrink.entries import model_entry
 from recshrink.fsutil import write_json
 from recshrink.models.base import SeqRecModel
 from recshrink.models.io import load_model, save_model
+from recshrink.teachers import open_model
 from recshrink.pipeline.gates import check_gates
 from recshrink.pipeline.manifests import Manifests
 from recshrink.recipe import EvalSpec, ModelSpec, Recipe
@@ -73,7 +74,7 @@ def teacher_top(state: TrainState, data: InteractionData, split: Split, ev: Eval
 
 def load_teacher(spec: ModelSpec, data: InteractionData, out_dir: Path) -> tuple[SeqRecModel, dict]:
     """A recipe's ``teacher.load``: the model copied into ``out_dir`` with its provenance."""
-    model, meta = load_model(spec.load)
+    model, meta = open_model(spec.load)
     check_compatible(model, data, spec.load)
     save_model(model, out_dir, item_ids=meta.item_ids or data.item_ids,
                data_fingerprint=meta.data_fingerprint, steps=meta.steps,

@@ -1,1 +1,49 @@
-"""Teachers trained elsewhere: reading foreign checkpoints without running their code."""
+"""Teachers trained elsewhere, and every model file recshrink reads, through one door.
+
+:func:`open_model` takes a recshrink model directory or ``.pt`` (native), or a checkpoint saved
+by RecBole's own ``Trainer`` (detected from the file's contents, read without running it, and
+converted to the native model with the same scores; :mod:`recshrink.teachers.recbole`).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from recshrink.models.base import SeqRecModel
+from recshrink.models.io import ModelMeta, load_model
+from recshrink.teachers.recbole import from_recbole
+
+_RECBOLE_MARK = b"recbole.config.configurator"
+
+
+def is_recbole_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a ``torch.save`` file whose pickle holds RecBole's Config (read as
+    bytes from the archive; nothing is unpickled)."""
+    p = Path(path)
+    if not p.is_file() or not zipfile.is_zipfile(p):
+        return False
+    with zipfile.ZipFile(p) as z:
+        pkl = [n for n in z.namelist() if n.endswith("data.pkl")]
+        return bool(pkl) and _RECBOLE_MARK in z.read(pkl[0])
+
+
+def open_model(path: str | Path) -> tuple[SeqRecModel, ModelMeta]:
+    """Load any model recshrink reads: native (model directory, ``.pt``) or a RecBole
+    checkpoint (SASRec and GRU4Rec become native models; their item indices are RecBole's, which
+    recshrink's RecBole loader reproduces: ids in order of first appearance in the ``.inter``
+    file).
+
+    Raises:
+        RecshrinkError: A missing or unreadable file, a refused pickle, an unsupported model.
+    """
+    if is_recbole_checkpoint(path):
+        model, info = from_recbole(path)
+        meta = ModelMeta(arch=model.arch, builder_args=dict(model.builder_args),
+                         num_items=model.num_items, item_ids=[], data_fingerprint="", steps=[],
+                         extra={"imported_from": str(path), "recbole": info})  # fmt: skip
+        return model, meta
+    return load_model(path)
+
+
+__all__ = ["is_recbole_checkpoint", "open_model"]
