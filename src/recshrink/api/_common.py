@@ -16,6 +16,7 @@ from recshrink.errors import RecshrinkError
 from recshrink.models.base import SeqRecModel
 from recshrink.models.io import ModelMeta
 from recshrink.teachers import open_model
+from recshrink.teachers.protocol import ScoresTeacher
 from recshrink.train.trainer import item_popularity
 
 PathLike = str | Path
@@ -38,10 +39,11 @@ class Result:
     steps: list[dict] = dataclasses.field(default_factory=list)
 
 
-def as_model(model: SeqRecModel | PathLike) -> tuple[SeqRecModel, ModelMeta | None]:
+def as_model(model: SeqRecModel | ScoresTeacher | PathLike
+             ) -> tuple[SeqRecModel | ScoresTeacher, ModelMeta | None]:  # fmt: skip
     """A model object as it is, or a model file loaded (no code in it run): a model directory,
     a ``.pt``, or a RecBole checkpoint (:func:`recshrink.teachers.open_model`)."""
-    if isinstance(model, SeqRecModel):
+    if isinstance(model, (SeqRecModel, ScoresTeacher)):
         return model, None
     return open_model(model)
 

@@ -161,8 +161,9 @@ def distill(
         ...                             kd_weight=0.5).model
     """
     tmodel, _ = as_model(teacher)
-    check_compatible(tmodel, data, str(teacher) if not isinstance(teacher, SeqRecModel) else "teacher")
-    label = teacher_label or (tmodel.arch if isinstance(teacher, SeqRecModel) else str(teacher))
+    given = isinstance(teacher, torch.nn.Module)  # an object, not a path
+    check_compatible(tmodel, data, "teacher" if given else str(teacher))
+    label = teacher_label or (tmodel.arch if given else str(teacher))
     cfg = config or TrainConfig()
     kcfg = dataclasses.replace(kd or DistillConfig(), **kd_cfg) if kd_cfg else (kd or DistillConfig())
     built, key = _build(student, data, max_len, model_args, cfg.seed)

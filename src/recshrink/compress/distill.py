@@ -56,7 +56,8 @@ class DistillConfig:
         kd_tail: How ``"topm"`` KD counts the sampled negatives: ``"plain"`` (each once) or
             ``"weighted"`` (each stands for ``(N - M) / S`` items of the catalogue outside the
             teacher's top-M, and a negative that is one of the row's top-M items is dropped), so
-            the softmax over the subset estimates the full-catalogue softmax.
+            the softmax over the subset estimates the full-catalogue softmax; ``"none"``: KD
+            over the teacher's top M alone (what a scores-only teacher gets).
         rank_weight: Weight of ranking distillation.
         rank_k: Teacher top-K items used as weighted positives.
         rank_lambda: Position-weight decay: weight of rank r is ``exp(-r / rank_lambda)``.
@@ -76,7 +77,7 @@ class DistillConfig:
     kd_scope: Literal["topm", "full"] = "topm"
     top_m: int = Field(100, ge=1)
     kd_negatives: int = Field(1024, ge=1)
-    kd_tail: Literal["plain", "weighted"] = "plain"
+    kd_tail: Literal["plain", "weighted", "none"] = "plain"
     rank_weight: float = Field(0.0, ge=0)
     rank_k: int = Field(10, ge=1)
     rank_lambda: float = Field(5.0, gt=0)
@@ -204,9 +205,10 @@ class DistillLoss(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.gt = ground_truth_loss(train_cfg, popularity)
-        self.register_buffer("teacher_table", teacher_table.detach().float().clone())
-        tdim = teacher_table.shape[1]
-        self.proj = nn.Linear(student_dim, tdim) if cfg.align_weight > 0 else None
+        if teacher_table is not None:  # None: a scores-only teacher (KD over its top M only)
+            self.register_buffer("teacher_table", teacher_table.detach().float().clone())
+        self.proj = (nn.Linear(student_dim, teacher_table.shape[1])
+                     if cfg.align_weight > 0 and teacher_table is not None else None)  # fmt: skip
 
     def forward(self, model: SeqRecModel, batch: dict) -> torch.Tensor:
         c = self.cfg
@@ -228,6 +230,9 @@ class DistillLoss(nn.Module):
                 t_all = batch["t_vec"] @ self.teacher_table[1:].t()  # [P, N]
             else:
                 s_top = torch.einsum("pd,pmd->pm", hs, table[t_ids])  # [P, M]
+            if c.kd_scope == "topm" and c.kd_tail == "none":  # the teacher's top M only
+                s_all, t_all = s_top, batch["t_logits"]
+            elif c.kd_scope == "topm":
                 t_neg = batch["t_vec"] @ self.teacher_table[negs].t()  # [P, S]
                 s_kd_neg = s_neg
                 if c.kd_tail == "weighted":
@@ -282,6 +287,24 @@ def init_items_from_teacher(student: SeqRecModel, teacher: SeqRecModel, mode: st
         student.item_emb.weight[0].zero_()
 
 
+def _scores_only(cfg: DistillConfig) -> DistillConfig:
+    """``cfg`` for a teacher known by its scores alone: logit KD over its top M items (no
+    sampled-negative tail), no alignment, no item-table initialisation.
+
+    Raises:
+        RecshrinkError: A setting that needs the teacher's user vectors or item table.
+    """
+    bad = [f"{k}: {v}" for k, v in (("kd_scope", cfg.kd_scope), ("align_weight", cfg.align_weight),
+                                     ("init_items", cfg.init_items))
+           if (k == "kd_scope" and v == "full") or (k == "align_weight" and v > 0)
+           or (k == "init_items" and v in ("pca", "shared"))]  # fmt: skip
+    if bad:
+        raise RecshrinkError(f"distill: {', '.join(bad)} needs the teacher's user vectors or item "
+                             "table, which a scores-only teacher does not give (use kd_scope: "
+                             "topm, align_weight: 0, init_items: none)")  # fmt: skip
+    return dataclasses.replace(cfg, init_items="none", kd_tail="none")
+
+
 def distill_fit(
     teacher: SeqRecModel,
     student: SeqRecModel,
@@ -308,18 +331,23 @@ def distill_fit(
     """
     if teacher.num_items != student.num_items:
         raise ValueError("teacher and student must share the item catalogue")
+    native = isinstance(teacher, SeqRecModel)
+    if not native:  # scores only: what needs the teacher's vectors or item table cannot run
+        cfg = _scores_only(cfg)
     if cfg.init_items == "auto":  # record what was applied
         fits = student.dim <= min(teacher.item_table().shape[1], teacher.num_items)
         cfg = dataclasses.replace(cfg, init_items="pca" if fits else "none")
     t0 = time.perf_counter()
     windows = training_pairs(split.train, student.max_len)
-    cache, reused = teacher_cache(teacher, windows, cfg.top_m, cache_dir, train_cfg.device)
+    cache, reused = teacher_cache(teacher, windows, cfg.top_m, cache_dir, train_cfg.device,
+                                  progress=progress)  # fmt: skip
     cache_seconds = time.perf_counter() - t0
     init_items_from_teacher(student, teacher, cfg.init_items)
-    loss = DistillLoss(cfg, train_cfg, teacher.item_table(), student.dim,
+    table = teacher.item_table() if native else None
+    loss = DistillLoss(cfg, train_cfg, table, student.dim,
                        item_popularity(split.train, student.num_items))  # fmt: skip
     hook = cache_batch_hook(cache, student.num_items, cfg.kd_negatives)
-    digest = state_digest(teacher)
+    digest = state_digest(teacher) if native else teacher.digest()
     run_keys = (run_key,) if isinstance(run_key, str) else tuple(run_key)
     key = (f"distill|{run_keys[0]}|{digest}|{config_json(cfg)}",
            # the forms runs were keyed by before: the config's repr (and an earlier run key)

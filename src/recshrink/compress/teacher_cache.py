@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm import tqdm
 
 from recshrink.data.split import pad_left
 from recshrink.fsutil import atomic_path
@@ -32,6 +33,39 @@ def _windows_digest(windows: list[np.ndarray]) -> str:
 def window_offsets(windows: list[np.ndarray]) -> np.ndarray:
     """Start of each window's positions in the flat cache (``[W + 1]``, positions = len - 1)."""
     return np.concatenate([[0], np.cumsum([len(w) - 1 for w in windows])]).astype(np.int64)
+
+
+@torch.inference_mode()
+def build_prefix_cache(
+    teacher: torch.nn.Module,
+    windows: list[np.ndarray],
+    top_m: int,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """The cache of a teacher with last-position scores only (``teacher.scores``), by prefix
+    expansion: the history before each training position is scored as its own sequence.
+
+    Returns:
+        The same layout as :func:`build_teacher_cache`, with ``vectors`` of width 0.
+    """
+    offsets = window_offsets(windows)
+    total = int(offsets[-1])
+    m = min(top_m, teacher.num_items)
+    top_ids = torch.zeros(total, m, dtype=torch.int32)
+    top_logits = torch.zeros(total, m, dtype=torch.float16)
+    prefixes = [w[: j + 1] for w in windows for j in range(len(w) - 1)]  # row order = cache order
+    width = teacher.max_len
+    bar = tqdm(total=total, desc="teacher cache (prefixes)", disable=not progress, leave=False)
+    for i in range(0, total, batch_size):
+        inp = torch.from_numpy(pad_left([p[-width:] for p in prefixes[i : i + batch_size]], width))
+        vals, ids = torch.topk(teacher.scores(inp)[:, 1:], m, dim=-1)  # [b, M] (no padding)
+        top_ids[i : i + len(inp)] = (ids + 1).int()
+        top_logits[i : i + len(inp)] = vals.half()
+        bar.update(len(inp))
+    bar.close()
+    return {"vectors": torch.zeros(total, 0, dtype=torch.float16), "top_ids": top_ids,
+            "top_logits": top_logits, "offsets": torch.from_numpy(offsets)}  # fmt: skip
 
 
 @torch.inference_mode()
@@ -77,19 +111,23 @@ def teacher_cache(
     top_m: int,
     cache_dir: str | Path | None,
     device: str | torch.device = "cpu",
+    progress: bool = False,
 ) -> tuple[dict[str, torch.Tensor], bool]:
     """Load the teacher cache from ``cache_dir`` or build (and store) it.
 
     Returns:
         The cache and whether it was loaded from disk.
     """
+    digest = teacher.digest() if hasattr(teacher, "digest") else state_digest(teacher)
     key = hashlib.sha256(
-        f"{state_digest(teacher)}|{_windows_digest(windows)}|{top_m}".encode()
+        f"{digest}|{_windows_digest(windows)}|{top_m}".encode()
     ).hexdigest()[:20]
     path = Path(cache_dir) / f"teacher-{key}.safetensors" if cache_dir else None
     if path is not None and path.exists():
         return load_file(str(path)), True
-    cache = build_teacher_cache(teacher, windows, top_m, device=device)
+    cache = (build_teacher_cache(teacher, windows, top_m, device=device)
+             if isinstance(teacher, SeqRecModel) else
+             build_prefix_cache(teacher, windows, top_m, progress=progress))  # fmt: skip
     if path is not None:
         with atomic_path(path) as tmp:
             save_file({k: v.contiguous() for k, v in cache.items()}, str(tmp))
@@ -121,4 +159,4 @@ def cache_batch_hook(cache: dict[str, torch.Tensor], num_items: int, negatives: 
     return hook
 
 
-__all__ = ["build_teacher_cache", "cache_batch_hook", "teacher_cache", "window_offsets"]
+__all__ = ["build_prefix_cache", "build_teacher_cache", "cache_batch_hook", "teacher_cache", "window_offsets"]
