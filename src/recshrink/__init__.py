@@ -28,6 +28,7 @@ from recshrink.export.runtime import Predictor
 from recshrink.models import build_model, builder_names
 from recshrink.pipeline import run
 from recshrink.recipe import load_recipe
+from recshrink.teachers.onnx import teacher_from_onnx
 from recshrink.teachers.protocol import ScoresTeacher, teacher_from_module
 from recshrink.train.config import TrainConfig
 from recshrink.version import __version__
@@ -37,5 +38,5 @@ __all__ = [
     "PruneConfig", "Result", "ScoresTeacher", "Split", "TrainConfig", "__version__", "benchmark",
     "build_model", "builder_names", "check_compatible", "distill", "evaluate", "export",
     "import_model", "load_data", "load_recipe", "popular_items", "prune", "quantize", "run",
-    "synthetic", "teacher_from_module", "train",
+    "synthetic", "teacher_from_module", "teacher_from_onnx", "train",
 ]  # fmt: skip
