@@ -15,7 +15,7 @@ import torch
 
 from recshrink.metrics import per_user_metric
 
-__all__ = ["paired_bootstrap", "rank_retention", "topk_overlap"]
+__all__ = ["fidelity", "paired_bootstrap", "rank_retention", "topk_overlap"]
 
 
 def paired_bootstrap(
@@ -83,6 +83,13 @@ def rank_retention(
     a, b = per_user_metric(ranks, name, k), per_user_metric(ref_ranks, name, k)
     return {"model": float(a.mean()), "reference": float(b.mean()),
             **paired_bootstrap(a, b, resamples=resamples)}  # fmt: skip
+
+
+def fidelity(top, teacher_top) -> float:
+    """``fidelity@10``: the mean overlap of a model's top 10 with the teacher's top 10 on the
+    same users (``[U, K >= 10]`` each, both ranked by the one ranking helper, history masked),
+    rounded as reports give it."""
+    return round(topk_overlap(torch.as_tensor(top)[:, :10], torch.as_tensor(teacher_top)[:, :10]), 4)
 
 
 def topk_overlap(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -11,7 +11,7 @@ from typing import Iterator
 import torch
 
 from recshrink.data.dataset import InteractionData
-from recshrink.data.split import Split, leave_one_out
+from recshrink.data.split import Split
 from recshrink.errors import RecshrinkError
 from recshrink.models.base import SeqRecModel
 from recshrink.models.io import ModelMeta
@@ -39,6 +39,12 @@ class Result:
     steps: list[dict] = dataclasses.field(default_factory=list)
 
 
+def configured(config, default, overrides: dict):
+    """``config`` (or ``default`` when None) with ``overrides`` applied (validated again)."""
+    base = config if config is not None else default
+    return dataclasses.replace(base, **overrides) if overrides else base
+
+
 def as_model(model: SeqRecModel | ScoresTeacher | PathLike
              ) -> tuple[SeqRecModel | ScoresTeacher, ModelMeta | None]:  # fmt: skip
     """A model object as it is, or a model file loaded (no code in it run): a model directory,
@@ -51,7 +57,7 @@ def as_model(model: SeqRecModel | ScoresTeacher | PathLike
 def as_split(data: InteractionData, split: Split | None, max_len: int,
              shift_window: int = 5) -> Split:  # fmt: skip
     """``split`` if given, else the data's leave-one-out split for histories of ``max_len``."""
-    return split if split is not None else leave_one_out(data, max_len, shift_window)
+    return split if split is not None else data.split(max_len, shift_window)
 
 
 def check_compatible(model: SeqRecModel, data: InteractionData, where: str) -> None:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from recshrink.api._common import PathLike, Result, as_model, as_split, check_compatible, out_dir
+from recshrink.api._common import (
+    PathLike, Result, as_model, as_split, check_compatible, configured, out_dir,
+)  # fmt: skip
 from recshrink.api.training import save_trained
 from recshrink.compress.distill import DistillConfig, distill_fit
 from recshrink.compress.prune import PruneConfig
@@ -68,9 +70,7 @@ def prune(
         steps = [{k: v for k, v in st.items() if k != "config"} if st.get("type") == "distill"
                  else st for st in (meta.steps if meta else [])]  # fmt: skip
     label = parent_label or (str(model) if meta is not None else parent.arch)
-    cfg = config or PruneConfig()
-    if prune_cfg:
-        cfg = dataclasses.replace(cfg, **prune_cfg)
+    cfg = configured(config, PruneConfig(), prune_cfg)
     train_cfg = train or TrainConfig(epochs=10, patience=3)
     split = as_split(data, split, parent.max_len)
     if cache_dir is None and out is not None:

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from recshrink.api._common import PathLike, Result, as_model, as_split, check_compatible
+from recshrink.api._common import PathLike, Result, as_model, as_split, check_compatible, configured
 from recshrink.api.exports import export_checked
 from recshrink.api.training import save_trained
 from recshrink.compress.quantize import (
@@ -24,7 +24,7 @@ from recshrink.models.base import SeqRecModel
 from recshrink.models.io import save_model
 from recshrink.train.evaluate import evaluate, scorer_agreement
 
-ROWWISE = {"rowwise-int8": 8, "rowwise-int4": 4, "int8": 8, "int4": 4}
+ROWWISE = {"rowwise-int8": 8, "rowwise-int4": 4}
 ONNX_MODES = ("dynamic", "static", "fp16")
 
 
@@ -114,7 +114,7 @@ def quantize(
         raise RecshrinkError(f"{out}: ONNX quantization writes an .onnx file (give out=)")
     if data is None and split is None:
         raise RecshrinkError("quantize: ONNX modes calibrate and measure on data= ")
-    cfg = config.__class__(**{**vars(config), "mode": mode}) if config else OnnxQuantConfig(mode=mode)
+    cfg = configured(config, OnnxQuantConfig(), {"mode": mode})
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="recshrink-q-") as tmp:
         src = model

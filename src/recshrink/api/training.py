@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
 
-from recshrink.api._common import PathLike, Result, as_model, as_split, check_compatible, out_dir
+from recshrink.api._common import (
+    PathLike, Result, as_model, as_split, check_compatible, configured, out_dir,
+)  # fmt: skip
 from recshrink.api._common import popular_items
 from recshrink.compress.distill import DistillConfig, distill_fit
 from recshrink.data.dataset import InteractionData
@@ -39,11 +40,6 @@ def train_summary(result: TrainResult, loss: str) -> dict:
         "history": result.history,
         "resumed_from": result.resumed_from,
     }
-
-
-def _config(config: TrainConfig | None, overrides: dict) -> TrainConfig:
-    base = config or TrainConfig()
-    return dataclasses.replace(base, **overrides) if overrides else base
 
 
 def _build(model: SeqRecModel | str, data: InteractionData, max_len: int,
@@ -100,7 +96,7 @@ def train(
         >>> teacher.recommend(torch.tensor([[0, 3, 17, 42]]), k=10)[1].shape   # [B, k]
         torch.Size([1, 10])
     """
-    cfg = _config(config, train_cfg)
+    cfg = configured(config, TrainConfig(), train_cfg)
     built, key = _build(model, data, max_len, model_args, cfg.seed)
     split = as_split(data, split, built.max_len)
     with out_dir(out, "train") as where:
@@ -165,7 +161,7 @@ def distill(
     check_compatible(tmodel, data, "teacher" if given else str(teacher))
     label = teacher_label or (tmodel.arch if given else str(teacher))
     cfg = config or TrainConfig()
-    kcfg = dataclasses.replace(kd or DistillConfig(), **kd_cfg) if kd_cfg else (kd or DistillConfig())
+    kcfg = configured(kd, DistillConfig(), kd_cfg)
     built, key = _build(student, data, max_len, model_args, cfg.seed)
     split = as_split(data, split, built.max_len)
     if cache_dir is None and out is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recshrink.compare import rank_retention, topk_overlap
+from recshrink.compare import fidelity, rank_retention
 from recshrink.benchmark.latency import PeakRSS, input_batches, throughput, time_calls
 from recshrink.data.dataset import InteractionData
 from recshrink.data.split import Split
@@ -155,11 +155,10 @@ def run_benchmark(
                     entry["valid"] = _rounded(evaluate(runner.scorer, split.valid, data.item_attrs,
                                                        ks, mask_scope=mask_scope, ties=ties))
                 entry["quality_backend"] = backend
-                top = users.top[:, :10]  # ks include 10
                 if label == teacher:
-                    teacher_top = top
+                    teacher_top = users.top
                 if teacher_top is not None:
-                    entry["fidelity@10"] = round(topk_overlap(top, teacher_top), 4)
+                    entry["fidelity@10"] = fidelity(users.top, teacher_top)
                 quality_done = True
             if progress:
                 p50 = lat[str(batches[0])]["p50"]

@@ -17,6 +17,7 @@ import click
 
 from pydantic import ValidationError
 
+from recshrink.api.data import infer_format
 from recshrink.errors import RecshrinkError
 from recshrink.recipe import DataSpec, EvalSpec, format_validation_error, parse_value
 from recshrink.train.config import TrainConfig
@@ -97,8 +98,7 @@ def data_options(f, format_flag: str = "--format"):
 
 def data_spec(data_path, fmt, attributes, item_path, kcore, max_len, csv_columns, sep) -> DataSpec:
     """The data options as a validated :class:`recshrink.recipe.DataSpec`."""
-    if fmt is None:
-        fmt = {".inter": "recbole", ".csv": "csv"}.get(data_path.suffix, "s3rec")
+    fmt = fmt or infer_format(data_path)
     cols = [c.strip() or None for c in csv_columns.split(",")]
     if len(cols) < 2 or len(cols) > 4 or not cols[0] or not cols[1]:
         raise RecshrinkError("--csv-columns: expected user,item[,time[,category]]")

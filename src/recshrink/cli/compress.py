@@ -177,7 +177,7 @@ def export_cmd(model_path, target, quantized, precision, k, slim, min_agreement,
             raise RecshrinkError("--format tensorrt takes an exported .onnx (export it first)")
         _, split = load_data_options(kw)
         export(model_path, out, "tensorrt", split=split, config=TensorRTConfig(
-            precision=precision, opt_len=_opt_len(split)))  # fmt: skip
+            precision=precision, opt_len=opt_length(split.test.histories)))  # fmt: skip
         click.echo(f"engine written to {out}")
         return
     model, meta, ds, split = _load_with_data(model_path, kw)
@@ -197,7 +197,3 @@ def export_cmd(model_path, target, quantized, precision, k, slim, min_agreement,
                         eval_kwargs=EvalSpec().kwargs())  # fmt: skip
     write_json(out.with_name(out.stem + ".export.json"), info)
     click.echo(json.dumps({k2: v for k2, v in info.items() if k2 not in ("before", "after")}))
-
-
-def _opt_len(split) -> int:
-    return opt_length(split.test.histories)

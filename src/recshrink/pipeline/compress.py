@@ -6,18 +6,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from recshrink.api import popular_items, prune, quantize
-from recshrink.api.exports import export_checked
-from recshrink.api.quantization import quantize_file
+from recshrink.api import export, popular_items, prune, quantize
 from recshrink.api.training import save_trained
-from recshrink.compress.quantize import OnnxQuantConfig
 from recshrink.data.dataset import InteractionData
 from recshrink.data.split import Split
 from recshrink.entries import model_entry
 from recshrink.errors import RecshrinkError
 from recshrink.export.onnx import OnnxExportConfig
-from recshrink.export.artifacts import sidecar_path
-from recshrink.export.tensorrt import TensorRTConfig, build_engine, opt_length
+from recshrink.export.tensorrt import TensorRTConfig, opt_length
 from recshrink.fsutil import write_json
 from recshrink.models.base import SeqRecModel
 from recshrink.models.io import load_model
@@ -59,6 +55,16 @@ def _reuse(hit: dict | None, name: str, where: Path, report: dict, made: dict,
     return True
 
 
+def _keep(stage: str, name: str, model: SeqRecModel, where: Path, steps: list[dict], key: str,
+          t_stage: float, recipe: Recipe, out: Path, report: dict, made: dict,
+          manifests: Manifests) -> None:  # fmt: skip
+    """Record a made model (its report entry written): manifest, report.json, gates."""
+    manifests.record(stage, where, key, time.perf_counter() - t_stage, report["models"][name])
+    made[name] = (model, where, steps)
+    write_json(out / "report.json", report)
+    check_gates(recipe, report)
+
+
 def prune_stage(recipe: Recipe, data: InteractionData, split: Split, out: Path, report: dict,
                 made: dict, state: TrainState, progress: bool, manifests: Manifests,
                 keys: dict[str, str]) -> None:  # fmt: skip
@@ -78,11 +84,8 @@ def prune_stage(recipe: Recipe, data: InteractionData, split: Split, out: Path, 
         report["models"][job.name] = derived_entry(
             res.model, "pruned", where, job.model, steps, state, report, data, split,
             recipe.evaluate, {"prune": res.summary})  # fmt: skip
-        manifests.record("prune", where, key, time.perf_counter() - t_stage,
-                         report["models"][job.name])  # fmt: skip
-        made[job.name] = (res.model, where, steps)
-        write_json(out / "report.json", report)
-        check_gates(recipe, report)
+        _keep("prune", job.name, res.model, where, steps, key, t_stage, recipe, out, report,
+              made, manifests)
 
 
 def quantize_stage(recipe: Recipe, data: InteractionData, split: Split, out: Path, report: dict,
@@ -103,11 +106,8 @@ def quantize_stage(recipe: Recipe, data: InteractionData, split: Split, out: Pat
         report["models"][job.name] = derived_entry(
             res.model, "quantized", where, job.model, steps, state, report, data, split,
             recipe.evaluate, {})  # fmt: skip
-        manifests.record("quantize", where, key, time.perf_counter() - t_stage,
-                         report["models"][job.name])  # fmt: skip
-        made[job.name] = (res.model, where, steps)
-        write_json(out / "report.json", report)
-        check_gates(recipe, report)
+        _keep("quantize", job.name, res.model, where, steps, key, t_stage, recipe, out, report,
+              made, manifests)
 
 
 def export_stage(recipe: Recipe, data: InteractionData, split: Split, out: Path, report: dict,
@@ -125,13 +125,12 @@ def export_stage(recipe: Recipe, data: InteractionData, split: Split, out: Path,
     for name in recipe.export.models or list(made):
         model, _, steps = made[name]
         path = out / "export" / f"{name}.onnx"
-        info = export_checked(model, path, split, steps=steps, item_ids=data.item_ids,
-                              popular=popular, cfg=cfg)  # fmt: skip
+        info = export(model, path, data=data, split=split, config=cfg, item_ids=data.item_ids,
+                      popular=popular, steps=steps)
         exported.append((f"{name}.onnx", path))
-        for mode in recipe.export.quantize:
+        for mode in recipe.export.quantize:  # the sidecar comes along
             qpath = out / "export" / f"{name}.{mode}.onnx"
-            res = quantize_file(path, qpath, OnnxQuantConfig(mode=mode), data, split, ev.kwargs())
-            sidecar_path(qpath).write_text(sidecar_path(path).read_text())
+            res = quantize(path, mode, out=qpath, data=data, split=split, eval_kwargs=ev.kwargs())
             info.setdefault("quantized", {})[mode] = {
                 k: res[k] for k in ("path", "size_ratio", "agreement@10", "step")}
             info["quantized"][mode]["bytes"] = res["after"]["bytes"]
@@ -143,11 +142,10 @@ def export_stage(recipe: Recipe, data: InteractionData, split: Split, out: Path,
                 raise RecshrinkError(f"export.tensorrt: int8 needs export.quantize: [static] "
                                      f"(no {src})")  # fmt: skip
             engine = out / "export" / f"{name}.{precision}.engine"
-            build_engine(src, engine, TensorRTConfig(
+            built = export(src, engine, "tensorrt", config=TensorRTConfig(
                 precision=precision, opt_len=opt_length(split.test.histories),
                 timing_cache=str(out / "export" / "timing.cache")))  # fmt: skip
-            info.setdefault("tensorrt", {})[precision] = {"path": str(engine),
-                                                          "bytes": engine.stat().st_size}
+            info.setdefault("tensorrt", {})[precision] = {k: built[k] for k in ("path", "bytes")}
             exported.append((f"{name}.{precision}.engine", engine))
         report["models"][name]["export"] = info
         write_json(out / "report.json", report)

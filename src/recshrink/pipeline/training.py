@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from recshrink.api import check_compatible, distill, evaluate, train
-from recshrink.compare import topk_overlap
+from recshrink.compare import fidelity
 from recshrink.data.dataset import InteractionData
 from recshrink.data.split import Split
 from recshrink.entries import model_entry
@@ -56,13 +56,6 @@ def split_metrics(model: SeqRecModel, data: InteractionData, split: Split, ev: E
     protocol (history masking, tie policy); with ``per_user``, also every user's rank and top
     items."""
     return evaluate(model, data, split=which, splits=split, per_user=per_user, **ev.kwargs())
-
-
-def fidelity(top: np.ndarray, teacher_top: np.ndarray) -> float:
-    """``fidelity@10``: the mean overlap of a model's top 10 with the teacher's top 10 on the
-    test users, both ranked by the one ranking helper with the recipe's protocol (history
-    masked), as the benchmark measures it through each serving backend."""
-    return round(topk_overlap(top[:, :10], teacher_top[:, :10]), 4)
 
 
 def teacher_top(state: TrainState, data: InteractionData, split: Split, ev: EvalSpec) -> np.ndarray:
