@@ -15,7 +15,7 @@ from recshrink.data.split import Split
 from recshrink.errors import RecshrinkError
 from recshrink.models.base import SeqRecModel
 from recshrink.models.io import ModelMeta
-from recshrink.teachers import open_model
+from recshrink.teachers import open_teacher
 from recshrink.teachers.protocol import ScoresTeacher
 from recshrink.train.trainer import item_popularity
 
@@ -45,13 +45,14 @@ def configured(config, default, overrides: dict):
     return dataclasses.replace(base, **overrides) if overrides else base
 
 
-def as_model(model: SeqRecModel | ScoresTeacher | PathLike
+def as_model(model: SeqRecModel | ScoresTeacher | PathLike, num_items: int | None = None
              ) -> tuple[SeqRecModel | ScoresTeacher, ModelMeta | None]:  # fmt: skip
     """A model object as it is, or a model file loaded (no code in it run): a model directory,
-    a ``.pt``, or a RecBole checkpoint (:func:`recshrink.teachers.open_model`)."""
+    a ``.pt``, a RecBole checkpoint, an ONNX graph or a ``torch.export`` program
+    (:func:`recshrink.teachers.open_teacher`; ``num_items``: the data's catalogue size)."""
     if isinstance(model, (SeqRecModel, ScoresTeacher)):
         return model, None
-    return open_model(model)
+    return open_teacher(model, num_items)
 
 
 def as_split(data: InteractionData, split: Split | None, max_len: int,
@@ -60,7 +61,7 @@ def as_split(data: InteractionData, split: Split | None, max_len: int,
     return split if split is not None else data.split(max_len, shift_window)
 
 
-def check_compatible(model: SeqRecModel, data: InteractionData, where: str) -> None:
+def check_compatible(model, data: InteractionData, where: str) -> None:
     """Refuse a model whose catalogue does not match the data.
 
     Raises:

@@ -16,12 +16,13 @@ from recshrink.data.dataset import InteractionData
 from recshrink.data.split import Split
 from recshrink.models.base import SeqRecModel
 from recshrink.models.io import save_model
-from recshrink.teachers import open_model
+from recshrink.teachers import open_teacher
+from recshrink.teachers.protocol import ScoresTeacher
 from recshrink.train.evaluate import PerUser, evaluate as evaluate_scores, model_scorer
 
 
 def evaluate(
-    model: SeqRecModel | PathLike,
+    model: SeqRecModel | ScoresTeacher | PathLike,
     data: InteractionData,
     *,
     split: Literal["test", "valid"] = "test",
@@ -43,8 +44,10 @@ def evaluate(
     users whose interest shifts and users whose interest stays (``shift`` / ``stable``).
 
     Args:
-        model: A model, a model directory, or an exported artifact (``.onnx`` through ONNX
-            Runtime, ``.pt2`` through AOTInductor, ``.engine`` through TensorRT).
+        model: A model, a model directory, a RecBole checkpoint, an exported artifact
+            (``.onnx`` through ONNX Runtime, ``.pt2`` through AOTInductor, ``.engine`` through
+            TensorRT), or a foreign teacher (a scores-only teacher object, an ONNX graph or
+            ``torch.export`` program recshrink did not export).
         data: The data set.
         split: ``"test"`` (report) or ``"valid"`` (choose).
         splits: The leave-one-out split (default: built from ``data`` for the model's length).
@@ -66,13 +69,16 @@ def evaluate(
         >>> recshrink.evaluate(student, data, split="valid")["ndcg@10"]
         0.0519...
     """
-    if isinstance(model, SeqRecModel) or artifact_kind(Path(model)) == "checkpoint":
-        m = model if isinstance(model, SeqRecModel) else open_model(model)[0]
-        check_compatible(m, data, str(model) if not isinstance(model, SeqRecModel) else "model")
-        score_fn, length = model_scorer(m), m.max_len
+    obj = isinstance(model, (SeqRecModel, ScoresTeacher))
+    if obj or artifact_kind(Path(model)) == "checkpoint":
+        m = model if obj else open_teacher(model, data.num_items)[0]
+        check_compatible(m, data, "model" if obj else str(model))
+        score_fn = m.scores if isinstance(m, ScoresTeacher) else model_scorer(m)
+        length = m.max_len
     else:
-        runner = open_backend(Path(model), device=device)
-        score_fn, length = runner.scorer, max_len or 50
+        runner = open_backend(Path(model), device=device, num_items=data.num_items)
+        check_compatible(runner, data, str(model))
+        score_fn, length = runner.scorer, max_len or runner.max_len
     sp = splits if splits is not None else as_split(data, None, max_len or length)
     es = sp.test if split == "test" else sp.valid
     return evaluate_scores(score_fn, es, data.item_attrs, ks=ks, mask_history=mask_history,
@@ -81,7 +87,8 @@ def evaluate(
 
 
 def benchmark(
-    models: dict[str, SeqRecModel | PathLike] | list[PathLike | tuple[str, PathLike]],
+    models: dict[str, SeqRecModel | ScoresTeacher | PathLike]
+    | list[PathLike | tuple[str, PathLike]],
     data: InteractionData,
     *,
     backends: tuple[str, ...] = ("torch", "onnxruntime"),
@@ -105,7 +112,9 @@ def benchmark(
 
     Args:
         models: ``{label: model, model directory or artifact}``, or a list of paths / ``(label,
-            path)`` pairs. The first is the teacher unless ``teacher`` names another.
+            path)`` pairs. The first is the teacher unless ``teacher`` names another. A foreign
+            teacher (a scores-only teacher object, an ONNX graph or ``torch.export`` program
+            recshrink did not export) is timed in its own runtime only.
         data: The data set (test histories are timed; quality on both splits).
         backends: Any of ``torch``, ``torch-compile``, ``torch-cudagraph``, ``onnxruntime``,
             ``aoti``, ``tensorrt``.
@@ -140,7 +149,7 @@ def benchmark(
                 where = Path(tmp) / label
                 save_model(m, where, item_ids=data.item_ids, data_fingerprint=data.fingerprint())
                 m = where
-            pairs.append((label, Path(m)))
+            pairs.append((label, m if isinstance(m, ScoresTeacher) else Path(m)))
         return run_benchmark(pairs, data, sp, backends=tuple(backends), device=device,
                              batches=tuple(batches), threads=threads, budget_s=budget_s,
                              dtype=dtype, teacher=teacher, quality=quality, ks=ks,

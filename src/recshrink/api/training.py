@@ -17,6 +17,7 @@ from recshrink.data.split import Split
 from recshrink.models import build_model
 from recshrink.models.base import SeqRecModel
 from recshrink.models.io import save_model
+from recshrink.teachers.protocol import ScoresTeacher
 from recshrink.train.config import TrainConfig
 from recshrink.train.trainer import TrainResult, fit
 
@@ -112,7 +113,7 @@ def train(
 
 
 def distill(
-    teacher: SeqRecModel | PathLike,
+    teacher: SeqRecModel | ScoresTeacher | PathLike,
     data: InteractionData,
     student: SeqRecModel | str = "gru_small",
     *,
@@ -132,7 +133,9 @@ def distill(
     validation NDCG@10).
 
     Args:
-        teacher: A model or a model directory.
+        teacher: A model, a scores-only teacher (:func:`recshrink.teacher_from_module`), or a
+            file: a model directory, a RecBole checkpoint, an ONNX graph, a ``torch.export``
+            program (:func:`recshrink.teachers.open_teacher`).
         data: The data set the teacher was trained on.
         student: A built model or a builder/preset name (``"gru_small"``, ``"cnn_wide"``).
         out: Student directory to write (None: nothing is kept on disk).
@@ -156,7 +159,7 @@ def distill(
         >>> student = recshrink.distill(teacher, data, "gru_small", max_len=30, epochs=5,
         ...                             kd_weight=0.5).model
     """
-    tmodel, _ = as_model(teacher)
+    tmodel, _ = as_model(teacher, data.num_items)
     given = isinstance(teacher, torch.nn.Module)  # an object, not a path
     check_compatible(tmodel, data, "teacher" if given else str(teacher))
     label = teacher_label or (tmodel.arch if given else str(teacher))

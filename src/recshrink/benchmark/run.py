@@ -19,9 +19,21 @@ from recshrink.data.split import Split
 from recshrink.entries import machine_entry
 from recshrink.errors import RecshrinkError
 from recshrink.export.artifacts import artifact_kind
-from recshrink.export.backends import BACKENDS, Backend, applies, open_backend
+from recshrink.export.backends import (
+    BACKENDS, FOREIGN_BACKEND, Backend, applies, is_foreign, open_backend, scores_backend,
+)  # fmt: skip
 from recshrink.models.io import artifact_bytes, load_model
+from recshrink.teachers.protocol import ScoresTeacher
 from recshrink.train.evaluate import evaluate
+
+
+def _object_entry(teacher: ScoresTeacher, device: str) -> dict:
+    """The entry of a scores-only teacher given as an object (a module from Python)."""
+    tensors = list(teacher.state_dict().values())
+    return {"artifact": teacher.arch, "kind": "module",
+            "bytes": int(sum(t.numel() * t.element_size() for t in tensors)),
+            "params": int(sum(t.numel() for t in tensors)) or None,
+            "latency_us": {device: {}}, "throughput": {device: {}}, "memory": {}}  # fmt: skip
 
 
 def _params(path: Path) -> int | None:
@@ -70,7 +82,7 @@ def _rounded(metrics: dict) -> dict:
 
 
 def run_benchmark(
-    models: list[tuple[str, Path]],
+    models: list[tuple[str, Path | ScoresTeacher]],
     data: InteractionData,
     split: Split,
     *,
@@ -89,6 +101,10 @@ def run_benchmark(
     valid: bool = True,
 ) -> dict:
     """Benchmark ``models`` (label, artifact) on every backend that applies to each.
+
+    A foreign teacher (an ONNX graph recshrink did not export, a ``torch.export`` program, a
+    :class:`~recshrink.teachers.protocol.ScoresTeacher` object) runs in its own runtime only,
+    whatever ``backends`` says: that is how its user serves it, and the ratios are against it.
 
     Returns:
         ``{"machine", "settings", "models": {label: {...}}, "teacher"}`` where each model has
@@ -117,16 +133,22 @@ def run_benchmark(
     teacher_top = None
     ranks: dict[str, np.ndarray] = {}  # per-user test ranks through each model's backend
     for label, path in models:
-        path = Path(path)
-        if not path.exists():
-            raise RecshrinkError(f"{path}: no such model artifact")
-        entry: dict = {"artifact": str(path), "kind": artifact_kind(path),
-                       "bytes": _artifact_bytes(path), "params": _params(path),
-                       "latency_us": {device: {}}, "throughput": {device: {}}, "memory": {}}
+        obj = path if isinstance(path, ScoresTeacher) else None
+        if obj is None:
+            path = Path(path)
+            if not path.exists():
+                raise RecshrinkError(f"{path}: no such model artifact")
+            entry: dict = {"artifact": str(path), "kind": artifact_kind(path),
+                           "bytes": _artifact_bytes(path), "params": _params(path),
+                           "latency_us": {device: {}}, "throughput": {device: {}}, "memory": {}}
+            runs = [b for b in backends if applies(b, path)]
+            if is_foreign(path):
+                runs = [FOREIGN_BACKEND[artifact_kind(path)]]
+                entry["kind"] = f"foreign-{entry['kind']}"
+        else:
+            entry, runs = _object_entry(obj, device), [obj.runtime]
         quality_done = False
-        for backend in backends:
-            if not applies(backend, path):
-                continue
+        for backend in runs:
             t0 = time.perf_counter()
             cuda = device.startswith("cuda") or backend in ("tensorrt", "torch-cudagraph")
             if cuda:
@@ -134,7 +156,9 @@ def run_benchmark(
                 torch.cuda.reset_peak_memory_stats()
                 before = torch.cuda.memory_allocated()
             with PeakRSS() as rss:
-                runner = open_backend(path, backend, device=device, threads=threads, dtype=dtype)
+                runner = scores_backend(obj, label) if obj is not None else open_backend(
+                    path, backend, device=device, threads=threads, dtype=dtype,
+                    num_items=data.num_items)  # fmt: skip
                 first = input_batches(hist, batches[0], count=1, seed=batches[0],
                                       fixed_len=runner.fixed_len)[0]  # fmt: skip
                 runner.call(runner.prepare(first))

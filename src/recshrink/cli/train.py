@@ -16,8 +16,9 @@ from recshrink.cli._base import (
 from recshrink.compare import rank_retention
 from recshrink.entries import dataset_entry, single_model_report
 from recshrink.errors import RecshrinkError
+from recshrink.export.artifacts import artifact_kind
 from recshrink.fsutil import write_json
-from recshrink.teachers import open_model
+from recshrink.teachers import open_teacher
 from recshrink.pipeline import STAGES, run as run_recipe_file
 from recshrink.recipe import EvalSpec, ModelSpec, StudentSpec, load_recipe
 
@@ -72,7 +73,8 @@ def train_cmd(model_name, out, args, progress, data_path, fmt, attributes, item_
 
 @main.command("distill")
 @click.option("--teacher", "teacher_path", required=True, type=click.Path(path_type=Path),
-              help="Trained teacher (model directory or .pt).")
+              help="Trained teacher: model directory, .pt, RecBole checkpoint (.pth), ONNX graph "
+                   "or torch.export program (.pt2).")
 @click.option("--student", "student_name", default="gru_small", show_default=True,
               help="Student builder or preset name.")
 @data_options
@@ -88,10 +90,12 @@ def distill_cmd(teacher_path, student_name, out, kd, cache_dir, args, progress, 
     """Distil a trained teacher into a student (GRU/LSTM/CNN) and evaluate it."""
     spec = _spec(StudentSpec, student_name, args, train_kw, distill=key_values(kd, "--kd"))
     check_out(out, "dir")
-    teacher, _ = open_model(teacher_path)
+    if not teacher_path.exists():
+        raise RecshrinkError(f"{teacher_path}: no such teacher file or directory")
     ds, split = load_data_options(dict(data_path=data_path, fmt=fmt, attributes=attributes,
                                        item_path=item_path, kcore=kcore, max_len=max_len,
                                        csv_columns=csv_columns, sep=sep))  # fmt: skip
+    teacher, _ = open_teacher(teacher_path, ds.num_items)
     check_compatible(teacher, ds, str(teacher_path))
     res = distill(teacher, ds, spec.model, out=out, max_len=max_len, model_args=spec.args,
                   split=split, config=spec.train, kd=spec.distill, cache_dir=cache_dir,
@@ -102,7 +106,7 @@ def distill_cmd(teacher_path, student_name, out, kd, cache_dir, args, progress, 
 
 @main.command("evaluate")
 @click.option("--model", "model_path", required=True, type=click.Path(path_type=Path),
-              help="Model directory or .pt file.")
+              help="Model directory, .pt, RecBole checkpoint, ONNX graph or torch.export program.")
 @data_options
 @click.option("--split", "which", type=click.Choice(["test", "valid"]), default="test",
               show_default=True)
@@ -118,20 +122,21 @@ def evaluate_cmd(model_path, which, against_path, resamples, out, ties, mask_sco
     """Full-ranking metrics of a trained model on the data's leave-one-out split."""
     if out:
         check_out(out, "file")
-    model, meta = open_model(model_path)
-    reference = open_model(against_path)[0] if against_path else None
+    for p in (model_path, against_path):
+        if p is not None and not p.exists():
+            raise RecshrinkError(f"{p}: no such model file or directory")
     ds, split = load_data_options(kw)
-    check_compatible(model, ds, str(model_path))
-    if reference is not None:
-        check_compatible(reference, ds, str(against_path))
+    model, meta = _opened(model_path, ds)
+    reference = _opened(against_path, ds)[0] if against_path else None
     es = split.test if which == "test" else split.valid
     proto = {"ties": ties, "mask_scope": mask_scope}
     metrics, per_user = evaluate(model, ds, split=which, splits=split, per_user=True, **proto)
-    print_metrics(f"{meta.arch} ({which})", metrics)
+    print_metrics(f"{meta.arch if meta else getattr(model, 'arch', model_path.name)} ({which})",
+                  metrics)  # fmt: skip
     if metrics.get("nonfinite_users"):
         click.echo(f"warning: {metrics['nonfinite_users']:,} of {metrics['count']:,} users had "
                    "NaN or infinite scores (counted as misses)", err=True)  # fmt: skip
-    if meta.data_fingerprint and meta.data_fingerprint != ds.fingerprint():
+    if meta and meta.data_fingerprint and meta.data_fingerprint != ds.fingerprint():
         click.echo("warning: the model was trained on data with another fingerprint", err=True)
     result = {"model": str(model_path), "split": which, "dataset": dataset_entry(ds),
               "protocol": {**proto, "users": len(es)}, "metrics": metrics}  # fmt: skip
@@ -142,6 +147,16 @@ def evaluate_cmd(model_path, which, against_path, resamples, out, ties, mask_sco
                              **_paired_retention(per_user.ranks, ref_ranks, resamples)}
     if out:
         write_json(out, result)
+
+
+def _opened(path: Path, ds) -> tuple:
+    """A model file opened for evaluation (checked against the data), or an exported artifact
+    as its path (:func:`recshrink.evaluate` serves it through its backend)."""
+    if artifact_kind(path) != "checkpoint":
+        return path, None
+    model, meta = open_teacher(path, ds.num_items)
+    check_compatible(model, ds, str(path))
+    return model, meta
 
 
 def _paired_retention(ranks, ref_ranks, resamples: int) -> dict:

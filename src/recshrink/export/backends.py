@@ -6,7 +6,11 @@ artifact_kind`) on one of :data:`BACKENDS`:
 * checkpoints (a model directory, ``.pt``): ``torch`` (eager, fp32 or ``dtype`` fp16/bf16 on a
   GPU), ``torch-compile`` (``torch.compile``), ``torch-cudagraph`` (CUDA-graph replay per batch
   size and sequence-length bucket);
-* ``.onnx``: ``onnxruntime``; ``.pt2``: ``aoti``; ``.engine``/``.plan``: ``tensorrt``.
+* ``.onnx``: ``onnxruntime``; ``.pt2``: ``aoti``; ``.engine``/``.plan``: ``tensorrt``;
+* a foreign teacher (an ONNX graph recshrink did not export, a ``torch.export`` program, or a
+  :class:`~recshrink.teachers.protocol.ScoresTeacher` object, :func:`scores_backend`): its own
+  runtime only (ONNX Runtime; the program's module in eager PyTorch), its scores, history
+  masking and top-K as its user would serve it.
 
 The :class:`Backend` it returns serves both callers with the same loaded model:
 :class:`recshrink.export.runtime.Predictor` asks ``run(seq, k)`` (host in, host top-k out), the
@@ -30,6 +34,9 @@ from recshrink.export.onnx import (
 )  # fmt: skip
 from recshrink.export.tensorrt import TensorRTRunner, tensorrt_scorer
 from recshrink.models.io import load_model
+from recshrink.teachers import open_teacher
+from recshrink.teachers.program import is_export_program
+from recshrink.teachers.protocol import ScoresTeacher
 from recshrink.train.evaluate import ScoreFn, model_scorer
 
 BACKENDS = ("torch", "torch-compile", "torch-cudagraph", "onnxruntime", "aoti", "tensorrt")
@@ -40,6 +47,8 @@ KIND_BACKENDS = {  # the backends that run each artifact kind, its default first
     "pt2": ("aoti",),
     "engine": ("tensorrt",),
 }
+
+FOREIGN_BACKEND = {"onnx": "onnxruntime", "pt2": "torch"}  # a foreign teacher's own runtime
 
 TopK = tuple[np.ndarray, np.ndarray]  # (scores [B, k] float32, ids [B, k] int64), on the host
 
@@ -92,14 +101,30 @@ class Backend:
         return read_id_map(self.path, self.meta.get("id_map_fingerprint"))
 
 
+def is_foreign(path: str | Path) -> bool:
+    """Whether ``path`` is a teacher recshrink did not export: an ONNX graph without recshrink's
+    metadata, or a ``torch.export`` program (not an AOTInductor package). An unreadable file is
+    not (opening it says why)."""
+    kind = artifact_kind(path)
+    try:
+        if kind == "onnx":
+            return Path(path).is_file() and "recshrink_version" not in onnx_metadata(path)
+        return kind == "pt2" and is_export_program(path)
+    except Exception:  # a broken file: open_backend names the problem
+        return False
+
+
 def applies(backend: str, path: str | Path) -> bool:
-    """Whether ``backend`` can run the artifact at ``path``."""
+    """Whether ``backend`` can run the artifact at ``path`` (a foreign teacher: its own
+    runtime only)."""
+    if is_foreign(path):
+        return backend == FOREIGN_BACKEND[artifact_kind(path)]
     return backend in KIND_BACKENDS[artifact_kind(path)]
 
 
 def open_backend(path: str | Path, backend: str | None = None, *, device: str = "cpu",
-                 threads: int | None = None, dtype: str = "fp32",
-                 k: int = 10) -> Backend:  # fmt: skip
+                 threads: int | None = None, dtype: str = "fp32", k: int = 10,
+                 num_items: int | None = None) -> Backend:  # fmt: skip
     """Open the artifact at ``path`` on ``backend``.
 
     Args:
@@ -110,8 +135,9 @@ def open_backend(path: str | Path, backend: str | None = None, *, device: str = 
             device it was compiled for; engines on the GPU).
         threads: CPU threads for ONNX Runtime / PyTorch on the CPU.
         dtype: ``"fp32"``, ``"fp16"`` or ``"bf16"`` weights for checkpoint backends.
-        k: Items per user of a checkpoint's serving head (``call``); exported artifacts carry
-            their own.
+        k: Items per user of a checkpoint's or foreign teacher's serving head (``call``);
+            exported artifacts carry their own.
+        num_items: The data's catalogue size, for a foreign graph whose metadata lacks it.
 
     Raises:
         RecshrinkError: Missing or unknown artifact, a backend that does not apply to it, needs
@@ -126,6 +152,15 @@ def open_backend(path: str | Path, backend: str | None = None, *, device: str = 
     if kind == "checkpoint" and not p.is_dir() and p.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise RecshrinkError(f"{p}: unknown artifact (expected .onnx, .engine, .plan, .pt2, "
                              "or a model directory)")  # fmt: skip
+    if is_foreign(p):
+        backend = backend or FOREIGN_BACKEND[kind]
+        if not applies(backend, p):
+            raise RecshrinkError(f"{p}: a foreign teacher runs on {FOREIGN_BACKEND[kind]} only, "
+                                 f"not {backend}")  # fmt: skip
+        if threads and not device.startswith("cuda"):
+            torch.set_num_threads(threads)
+        teacher, _ = open_teacher(p, num_items)
+        return scores_backend(teacher, p, k)
     backend = backend or KIND_BACKENDS[kind][0]
     if not applies(backend, p):
         raise RecshrinkError(f"{p}: backend {backend} does not run a {kind} artifact")
@@ -144,6 +179,33 @@ def open_backend(path: str | Path, backend: str | None = None, *, device: str = 
 
 def _host(h: np.ndarray) -> np.ndarray:
     return h
+
+
+def scores_backend(teacher: ScoresTeacher, path: str | Path, k: int = 10) -> Backend:
+    """A scores-only teacher served in its own runtime (``teacher.runtime``): its scores over
+    the catalogue, then history masking and top-K in PyTorch, on histories padded to its length.
+
+    Args:
+        teacher: The teacher (:func:`recshrink.teacher_from_module`, ``_from_onnx``, ...).
+        path: Its file, or a label for an object.
+        k: Items per user of ``call``.
+    """
+    kk = min(k, teacher.num_items)
+
+    def run(seq: np.ndarray, k: int) -> TopK:
+        s = torch.from_numpy(seq)
+        top = teacher.scores(s).scatter(1, s, float("-inf")).topk(k, dim=-1)
+        return top.values.numpy(), top.indices.numpy()
+
+    def call(x: torch.Tensor):
+        with torch.inference_mode():
+            return teacher.scores(x).scatter(1, x, float("-inf")).topk(kk, dim=-1)
+
+    kind = {"onnxruntime": "onnx"}.get(teacher.runtime, "module")
+    return Backend(teacher.runtime, kind, Path(path), teacher.num_items, teacher.max_len, run,
+                   torch.from_numpy, call, scorer=teacher.scores, fixed_len=teacher.max_len,
+                   info={"teacher": teacher.arch, "runtime": teacher.runtime, "foreign": True,
+                         "threads": torch.get_num_threads()})  # fmt: skip
 
 
 def _onnx_backend(path: Path, threads: int | None) -> Backend:
@@ -321,5 +383,5 @@ def to_bucket(hist: np.ndarray, buckets: tuple[int, ...]) -> np.ndarray:
     return trim_for_graph(hist, next((b for b in buckets if b >= n), buckets[-1]))
 
 
-__all__ = ["BACKENDS", "GPU_ONLY", "KIND_BACKENDS", "Backend", "applies", "length_buckets",
-           "open_backend", "to_bucket"]  # fmt: skip
+__all__ = ["BACKENDS", "FOREIGN_BACKEND", "GPU_ONLY", "KIND_BACKENDS", "Backend", "applies",
+           "is_foreign", "length_buckets", "open_backend", "scores_backend", "to_bucket"]  # fmt: skip

@@ -3,6 +3,9 @@
 :func:`open_model` takes a recshrink model directory or ``.pt`` (native), or a checkpoint saved
 by RecBole's own ``Trainer`` (detected from the file's contents, read without running it, and
 converted to the native model with the same scores; :mod:`recshrink.teachers.recbole`).
+:func:`open_teacher` also takes what can only be a teacher known by its scores
+(:class:`~recshrink.teachers.protocol.ScoresTeacher`): an ONNX graph (run by ONNX Runtime) or a
+``torch.export`` program (``.pt2``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from pathlib import Path
 
 from recshrink.models.base import SeqRecModel
 from recshrink.models.io import ModelMeta, load_model
+from recshrink.teachers.onnx import teacher_from_onnx
+from recshrink.teachers.program import teacher_from_program
+from recshrink.teachers.protocol import ScoresTeacher
 from recshrink.teachers.recbole import from_recbole
 
 _RECBOLE_MARK = b"recbole.config.configurator"
@@ -46,4 +52,29 @@ def open_model(path: str | Path) -> tuple[SeqRecModel, ModelMeta]:
     return load_model(path)
 
 
-__all__ = ["is_recbole_checkpoint", "open_model"]
+def open_teacher(path: str | Path, num_items: int | None = None
+                 ) -> tuple[SeqRecModel | ScoresTeacher, ModelMeta | None]:  # fmt: skip
+    """Any teacher file: an ONNX graph (:func:`~recshrink.teachers.onnx.teacher_from_onnx`,
+    names and padding inferred) or a ``torch.export`` program
+    (:func:`~recshrink.teachers.program.teacher_from_program`) as a scores-only teacher, else
+    :func:`open_model` (a native model, or a RecBole checkpoint converted to one).
+
+    Args:
+        path: The file or model directory.
+        num_items: The data's catalogue size (a foreign graph's, where its metadata lacks it).
+
+    Returns:
+        ``(teacher, meta)``; ``meta`` is None for a scores-only teacher.
+
+    Raises:
+        RecshrinkError: An unreadable or refused file (one line naming it).
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix == ".onnx":
+        return teacher_from_onnx(path, num_items=num_items), None
+    if suffix == ".pt2":
+        return teacher_from_program(path, num_items=num_items), None
+    return open_model(path)
+
+
+__all__ = ["is_recbole_checkpoint", "open_model", "open_teacher"]

@@ -22,7 +22,7 @@ def teacher_from_onnx(
     *,
     num_items: int | None = None,
     max_len: int | None = None,
-    padding: Literal["left", "right"] = "left",
+    padding: Literal["left", "right"] | None = None,
     input: str | None = None,
     lengths: str | None = None,
     output: str | None = None,
@@ -35,7 +35,8 @@ def teacher_from_onnx(
     histories (a second integer input of rank 1, the lengths, means RecBole's ``(item_seq,
     item_seq_len)`` call); the output is the float output of rank 2 whose last dimension is the
     catalogue (``N`` or ``N + 1`` with a padding column). recshrink's own exports say ``num_items``
-    and ``max_len`` in their metadata.
+    and ``max_len`` in their metadata. ``padding`` defaults to ``"right"`` for a graph that takes
+    lengths (RecBole's convention: the last item at ``seq_len - 1``), else ``"left"``.
 
     Raises:
         RecshrinkError: An unreadable graph, no usable or several candidate inputs/outputs
@@ -81,10 +82,11 @@ def teacher_from_onnx(
         return torch.from_numpy(sess.run([out.name], feed)[0])
 
     pad_column = _static(out.shape[1]) == num_items + 1
+    padding = padding or ("right" if len_name else "left")
     teacher = teacher_from_module(run, num_items, max_len, padding=padding,
                                   call="seq_len" if len_name else "seq", id_offset=id_offset,
                                   pad_column=pad_column)  # fmt: skip
-    teacher.arch = f"onnx:{p.name}"
+    teacher.arch, teacher.runtime = f"onnx:{p.name}", "onnxruntime"
     return teacher
 
 

@@ -33,17 +33,24 @@ from recshrink.models.base import SeqRecModel
 class ScoresTeacher(nn.Module):
     """A teacher known by its last-position scores alone (a foreign module, an ONNX graph...).
 
+    Histories reach it left-padded (or cut) to exactly ``max_len`` items, the length foreign
+    models are trained and exported at.
+
     Attributes:
         num_items: Catalogue size N.
-        max_len: Longest history it reads.
+        max_len: The history length it reads.
         arch: What it is, for reports.
+        runtime: The runtime it runs in as its user serves it (``"torch"`` for a module or a
+            ``torch.export`` program, ``"onnxruntime"`` for an ONNX graph): the benchmark times
+            it there.
     """
 
     def __init__(self, score_fn: Callable[[torch.Tensor], torch.Tensor], num_items: int,
-                 max_len: int, arch: str = "external", module: nn.Module | None = None) -> None:  # fmt: skip
+                 max_len: int, arch: str = "external", module: nn.Module | None = None,
+                 runtime: str = "torch") -> None:  # fmt: skip
         super().__init__()
         self._score_fn = score_fn
-        self.num_items, self.max_len, self.arch = num_items, max_len, arch
+        self.num_items, self.max_len, self.arch, self.runtime = num_items, max_len, arch, runtime
         self.module = module  # its parameters identify the teacher (cache and resume keys)
 
     def digest(self) -> str:
@@ -62,7 +69,10 @@ class ScoresTeacher(nn.Module):
     @torch.inference_mode()
     def scores(self, seq: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` left-padded histories -> ``[B, N + 1]`` scores (column 0 = -inf)."""
-        out = self._score_fn(seq[:, -self.max_len :]).float()  # [B, N + 1]
+        seq = seq[:, -self.max_len :]
+        if seq.shape[1] < self.max_len:  # [B, max_len]
+            seq = torch.nn.functional.pad(seq, (self.max_len - seq.shape[1], 0))
+        out = self._score_fn(seq).float()  # [B, N + 1]
         out[:, 0] = float("-inf")
         return out
 
