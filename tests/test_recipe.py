@@ -210,3 +210,9 @@ def test_run_out_is_a_file(tmp_path):
 def test_parse_recipe_raises_recipe_error(text, tmp_path):
     with pytest.raises(RecipeError, match=r"^.*r\.yaml: teacher"):
         load_recipe(write(tmp_path, text))
+
+
+def test_a_scores_only_teacher_in_a_recipe_is_refused_before_any_work(tmp_path):
+    with pytest.raises(RecipeError, match=r"r\.yaml: teacher\.load: .*t\.onnx: an ONNX graph or "
+                                          r"torch\.export program is a scores-only teacher"):
+        load_recipe(write(tmp_path, "teacher: {load: t.onnx}\n"))

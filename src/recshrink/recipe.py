@@ -97,7 +97,10 @@ class DataSpec(_Strict):
 class ModelSpec(_Strict):
     """A model to train: builder or preset name, builder arguments, training settings.
 
-    ``load`` instead names a trained model (directory or ``.pt``) to use as it is.
+    ``load`` instead names a trained model to use as it is: a recshrink model directory or
+    ``.pt``, or a RecBole checkpoint (converted to the native model). A scores-only teacher (an
+    ONNX graph, a ``torch.export`` program) cannot be pruned, exported or resumed from a model
+    directory: give it to ``recshrink distill --teacher`` or :func:`recshrink.distill`.
     """
 
     name: str | None = None
@@ -111,6 +114,15 @@ class ModelSpec(_Strict):
     def _known(cls, v: str) -> str:
         if v not in builder_names():
             raise ValueError(f"unknown model {v!r}; allowed: {', '.join(builder_names())}")
+        return v
+
+    @field_validator("load")
+    @classmethod
+    def _native(cls, v: str | None) -> str | None:
+        if v and Path(v).suffix.lower() in (".onnx", ".pt2"):
+            raise ValueError(f"{v}: an ONNX graph or torch.export program is a scores-only "
+                             "teacher, which recipes do not take yet; distil from it with "
+                             "`recshrink distill --teacher` or recshrink.distill()")  # fmt: skip
         return v
 
     @field_validator("args")

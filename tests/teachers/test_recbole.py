@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from recshrink.errors import RecshrinkError
+from recshrink.export.backends import open_backend
 from recshrink.models import sasrec
 from recshrink.models.io import load_model, save_model
 from recshrink.teachers.checkpoint import Inert
@@ -264,6 +265,10 @@ def test_read_from_a_pth_file_without_recbole(tmp_path, monkeypatch):
     assert info["epoch"] == 7 and "recbole" not in sys.modules
     seq, lens = histories(g, 9)
     _check_scores(model, recbole_gru4rec_scores(sd, cfg, seq, lens), seq, lens, 9)
+    runner = open_backend(path)  # benchmark and recommend serve the .pth file as it is
+    assert (runner.name, runner.num_items) == ("torch", model.num_items)
+    h = torch.tensor([[0, 0, 1, 2, 3], [4, 5, 6, 7, 8]])
+    torch.testing.assert_close(runner.scorer(h), model.scores(h), atol=0, rtol=0)
 
 
 # -- errors -------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ from recshrink.export.artifacts import artifact_kind
 from recshrink.export.backends import (
     BACKENDS, FOREIGN_BACKEND, Backend, applies, is_foreign, open_backend, scores_backend,
 )  # fmt: skip
-from recshrink.models.io import artifact_bytes, load_model
+from recshrink.models.io import artifact_bytes
+from recshrink.teachers import open_model
 from recshrink.teachers.protocol import ScoresTeacher
 from recshrink.train.evaluate import evaluate
 
@@ -39,7 +40,7 @@ def _object_entry(teacher: ScoresTeacher, device: str) -> dict:
 def _params(path: Path) -> int | None:
     kind = artifact_kind(path)
     if kind == "checkpoint":
-        return load_model(path)[0].num_params()
+        return open_model(path)[0].num_params()
     if kind == "onnx":
         import onnx
 

@@ -33,8 +33,7 @@ from recshrink.export.onnx import (
     ServingHead, fixed_len_of, onnx_metadata, onnx_scorer, ort_session, trim_for_graph,
 )  # fmt: skip
 from recshrink.export.tensorrt import TensorRTRunner, tensorrt_scorer
-from recshrink.models.io import load_model
-from recshrink.teachers import open_teacher
+from recshrink.teachers import open_model, open_teacher
 from recshrink.teachers.program import is_export_program
 from recshrink.teachers.protocol import ScoresTeacher
 from recshrink.train.evaluate import ScoreFn, model_scorer
@@ -304,7 +303,7 @@ def _torch_backend(path: Path, backend: str, device: str, threads: int | None, d
     cuda = device.startswith("cuda")
     if threads and not cuda:
         torch.set_num_threads(threads)
-    model, meta = load_model(path)
+    model, meta = open_model(path)  # native, or a RecBole checkpoint converted
     model = model.to(device).eval()
     if dtype != "fp32":
         model = model.to(_dtype(dtype))
