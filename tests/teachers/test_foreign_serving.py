@@ -129,3 +129,30 @@ def test_cli_refuses_bad_foreign_teachers_in_one_line(foreign, tmp_path):
     _export(TopOnly(N), bad)
     assert_user_error(invoke("evaluate", "--model", bad, "--data", data_path, "--max-len", L),
                       str(bad), "no output scores")  # fmt: skip
+
+
+def test_a_foreign_graph_on_its_own_item_indices_is_translated_by_its_id_sidecar(foreign, tmp_path):
+    module, path, data_path = foreign
+    data = recshrink.load_data(data_path)
+    order = torch.randperm(N, generator=torch.Generator().manual_seed(3)) + 1  # data i -> theirs
+    shuffled = RightPadded(N)
+    with torch.no_grad():
+        shuffled.emb.weight[order] = module.emb.weight[1:]
+        shuffled.mix.load_state_dict(module.mix.state_dict())
+    f = _export(shuffled, tmp_path / "shuffled.onnx")
+    theirs = [""] * N
+    for i, j in enumerate(order.tolist()):
+        theirs[j - 1] = data.item_ids[i]
+    side = tmp_path / "shuffled.items.json"
+    side.write_text(json.dumps(theirs))
+    want = recshrink.evaluate(path, data)
+    got = recshrink.evaluate(f, data)
+    assert got["ndcg@10"] == pytest.approx(want["ndcg@10"], abs=1e-6) and got["count"] == 30
+    side.write_text(json.dumps({"item_ids": theirs}))  # recshrink's own sidecar layout
+    assert recshrink.evaluate(f, data)["mrr"] == pytest.approx(want["mrr"], abs=1e-6)
+    without = side.rename(tmp_path / "elsewhere.json")
+    assert recshrink.evaluate(f, data)["ndcg@10"] != pytest.approx(want["ndcg@10"], abs=1e-6)
+    side.write_text(json.dumps(theirs[:-1] + ["not-an-item"]))
+    res = invoke("evaluate", "--model", f, "--data", data_path)
+    assert_user_error(res, "shuffled.items.json", "1 of the data's item ids are not in the model's")
+    assert without.is_file()

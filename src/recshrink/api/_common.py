@@ -45,14 +45,15 @@ def configured(config, default, overrides: dict):
     return dataclasses.replace(base, **overrides) if overrides else base
 
 
-def as_model(model: SeqRecModel | ScoresTeacher | PathLike, num_items: int | None = None
+def as_model(model: SeqRecModel | ScoresTeacher | PathLike, num_items: int | None = None,
+             item_ids: list | None = None,
              ) -> tuple[SeqRecModel | ScoresTeacher, ModelMeta | None]:  # fmt: skip
     """A model object as it is, or a model file loaded (no code in it run): a model directory,
     a ``.pt``, a RecBole checkpoint, an ONNX graph or a ``torch.export`` program
-    (:func:`recshrink.teachers.open_teacher`; ``num_items``: the data's catalogue size)."""
+    (:func:`recshrink.teachers.open_teacher`; ``num_items``, ``item_ids``: the data's)."""
     if isinstance(model, (SeqRecModel, ScoresTeacher)):
         return model, None
-    return open_teacher(model, num_items)
+    return open_teacher(model, num_items, item_ids)
 
 
 def as_split(data: InteractionData, split: Split | None, max_len: int,

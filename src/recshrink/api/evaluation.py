@@ -71,12 +71,13 @@ def evaluate(
     """
     obj = isinstance(model, (SeqRecModel, ScoresTeacher))
     if obj or artifact_kind(Path(model)) == "checkpoint":
-        m = model if obj else open_teacher(model, data.num_items)[0]
+        m = model if obj else open_teacher(model, data.num_items, data.item_ids)[0]
         check_compatible(m, data, "model" if obj else str(model))
         score_fn = m.scores if isinstance(m, ScoresTeacher) else model_scorer(m)
         length = m.max_len
     else:
-        runner = open_backend(Path(model), device=device, num_items=data.num_items)
+        runner = open_backend(Path(model), device=device, num_items=data.num_items,
+                              item_ids=data.item_ids)  # fmt: skip
         check_compatible(runner, data, str(model))
         score_fn, length = runner.scorer, max_len or runner.max_len
     sp = splits if splits is not None else as_split(data, None, max_len or length)

@@ -12,6 +12,7 @@ from recshrink.errors import RecshrinkError
 from recshrink.models.base import SeqRecModel
 from recshrink.models.io import save_model
 from recshrink.teachers import open_model
+from recshrink.teachers.protocol import item_order
 
 
 def _reorder_items(model: SeqRecModel, order: list[int]) -> None:
@@ -69,15 +70,7 @@ def import_model(
                                  "(not RecBole atomic files): give item_ids, the raw id of each "
                                  "of the model's items in index order")  # fmt: skip
         item_ids = list(data.item_ids)
-    if len(item_ids) != data.num_items:
-        raise RecshrinkError(f"item_ids: {len(item_ids):,} ids for a model of "
-                             f"{data.num_items:,} items")  # fmt: skip
-    where = {raw: i for i, raw in enumerate(item_ids, start=1)}
-    unknown = [x for x in data.item_ids if x not in where]
-    if unknown:
-        raise RecshrinkError(f"item_ids: {len(unknown):,} of the data's item ids are not in the "
-                             f"model's id list (e.g. {unknown[0]!r})")  # fmt: skip
-    order = [where[x] for x in data.item_ids]
+    order = item_order(item_ids, data.item_ids)
     if order != list(range(1, data.num_items + 1)):
         _reorder_items(m, order)
     step = {"type": "import", "from": str(model), "framework": "recbole" if info else "recshrink",

@@ -159,7 +159,7 @@ def distill(
         >>> student = recshrink.distill(teacher, data, "gru_small", max_len=30, epochs=5,
         ...                             kd_weight=0.5).model
     """
-    tmodel, _ = as_model(teacher, data.num_items)
+    tmodel, _ = as_model(teacher, data.num_items, data.item_ids)
     given = isinstance(teacher, torch.nn.Module)  # an object, not a path
     check_compatible(tmodel, data, "teacher" if given else str(teacher))
     label = teacher_label or (tmodel.arch if given else str(teacher))

@@ -159,7 +159,7 @@ def run_benchmark(
             with PeakRSS() as rss:
                 runner = scores_backend(obj, label) if obj is not None else open_backend(
                     path, backend, device=device, threads=threads, dtype=dtype,
-                    num_items=data.num_items)  # fmt: skip
+                    num_items=data.num_items, item_ids=data.item_ids)  # fmt: skip
                 first = input_batches(hist, batches[0], count=1, seed=batches[0],
                                       fixed_len=runner.fixed_len)[0]  # fmt: skip
                 runner.call(runner.prepare(first))

@@ -95,7 +95,7 @@ def distill_cmd(teacher_path, student_name, out, kd, cache_dir, args, progress, 
     ds, split = load_data_options(dict(data_path=data_path, fmt=fmt, attributes=attributes,
                                        item_path=item_path, kcore=kcore, max_len=max_len,
                                        csv_columns=csv_columns, sep=sep))  # fmt: skip
-    teacher, _ = open_teacher(teacher_path, ds.num_items)
+    teacher, _ = open_teacher(teacher_path, ds.num_items, ds.item_ids)
     check_compatible(teacher, ds, str(teacher_path))
     res = distill(teacher, ds, spec.model, out=out, max_len=max_len, model_args=spec.args,
                   split=split, config=spec.train, kd=spec.distill, cache_dir=cache_dir,
@@ -154,7 +154,7 @@ def _opened(path: Path, ds) -> tuple:
     as its path (:func:`recshrink.evaluate` serves it through its backend)."""
     if artifact_kind(path) != "checkpoint":
         return path, None
-    model, meta = open_teacher(path, ds.num_items)
+    model, meta = open_teacher(path, ds.num_items, ds.item_ids)
     check_compatible(model, ds, str(path))
     return model, meta
 

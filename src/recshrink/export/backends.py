@@ -123,7 +123,7 @@ def applies(backend: str, path: str | Path) -> bool:
 
 def open_backend(path: str | Path, backend: str | None = None, *, device: str = "cpu",
                  threads: int | None = None, dtype: str = "fp32", k: int = 10,
-                 num_items: int | None = None) -> Backend:  # fmt: skip
+                 num_items: int | None = None, item_ids: list | None = None) -> Backend:  # fmt: skip
     """Open the artifact at ``path`` on ``backend``.
 
     Args:
@@ -137,6 +137,7 @@ def open_backend(path: str | Path, backend: str | None = None, *, device: str = 
         k: Items per user of a checkpoint's or foreign teacher's serving head (``call``);
             exported artifacts carry their own.
         num_items: The data's catalogue size, for a foreign graph whose metadata lacks it.
+        item_ids: The data's raw item ids (a foreign graph with an id sidecar is translated).
 
     Raises:
         RecshrinkError: Missing or unknown artifact, a backend that does not apply to it, needs
@@ -158,7 +159,7 @@ def open_backend(path: str | Path, backend: str | None = None, *, device: str = 
                                  f"not {backend}")  # fmt: skip
         if threads and not device.startswith("cuda"):
             torch.set_num_threads(threads)
-        teacher, _ = open_teacher(p, num_items)
+        teacher, _ = open_teacher(p, num_items, item_ids)
         return scores_backend(teacher, p, k)
     backend = backend or KIND_BACKENDS[kind][0]
     if not applies(backend, p):

@@ -10,14 +10,17 @@ converted to the native model with the same scores; :mod:`recshrink.teachers.rec
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
+from recshrink.errors import RecshrinkError
+from recshrink.export.artifacts import sidecar_path
 from recshrink.models.base import SeqRecModel
 from recshrink.models.io import ModelMeta, load_model
 from recshrink.teachers.onnx import teacher_from_onnx
 from recshrink.teachers.program import teacher_from_program
-from recshrink.teachers.protocol import ScoresTeacher
+from recshrink.teachers.protocol import ScoresTeacher, item_order, remapped
 from recshrink.teachers.recbole import from_recbole
 
 _RECBOLE_MARK = b"recbole.config.configurator"
@@ -52,29 +55,62 @@ def open_model(path: str | Path) -> tuple[SeqRecModel, ModelMeta]:
     return load_model(path)
 
 
-def open_teacher(path: str | Path, num_items: int | None = None
+def foreign_item_ids(path: str | Path) -> list[str] | None:
+    """The raw id of each of a foreign graph's items, in its index order, from the sidecar
+    ``<name>.items.json`` beside it (a JSON list, or ``{"item_ids": [...]}`` as recshrink writes
+    it); None without one.
+
+    Raises:
+        RecshrinkError: A sidecar that is not such a list.
+    """
+    side = sidecar_path(path)
+    if not side.is_file():
+        return None
+    try:
+        data = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecshrinkError(f"{side}: not valid JSON: {exc}") from None
+    ids = data.get("item_ids") if isinstance(data, dict) else data
+    if not isinstance(ids, list) or not ids:
+        raise RecshrinkError(f"{side}: expected a list of raw item ids (or {{\"item_ids\": [...]}})")
+    return [str(x) for x in ids]
+
+
+def open_teacher(path: str | Path, num_items: int | None = None,
+                 item_ids: list | None = None,
                  ) -> tuple[SeqRecModel | ScoresTeacher, ModelMeta | None]:  # fmt: skip
     """Any teacher file: an ONNX graph (:func:`~recshrink.teachers.onnx.teacher_from_onnx`,
     names and padding inferred) or a ``torch.export`` program
     (:func:`~recshrink.teachers.program.teacher_from_program`) as a scores-only teacher, else
     :func:`open_model` (a native model, or a RecBole checkpoint converted to one).
 
+    A scores-only teacher's item indices are the data's unless a sidecar
+    ``<name>.items.json`` lists the raw id of each of its items in index order
+    (:func:`foreign_item_ids`); it is then translated to the data's ids.
+
     Args:
         path: The file or model directory.
         num_items: The data's catalogue size (a foreign graph's, where its metadata lacks it).
+        item_ids: The data's raw item ids (to apply a foreign graph's sidecar).
 
     Returns:
         ``(teacher, meta)``; ``meta`` is None for a scores-only teacher.
 
     Raises:
-        RecshrinkError: An unreadable or refused file (one line naming it).
+        RecshrinkError: An unreadable or refused file, or an id list that does not match the
+            data (one line naming it).
     """
     suffix = Path(path).suffix.lower()
-    if suffix == ".onnx":
-        return teacher_from_onnx(path, num_items=num_items), None
-    if suffix == ".pt2":
-        return teacher_from_program(path, num_items=num_items), None
-    return open_model(path)
+    if suffix not in (".onnx", ".pt2"):
+        return open_model(path)
+    if item_ids is not None:
+        num_items = num_items or len(item_ids)
+    opener = teacher_from_onnx if suffix == ".onnx" else teacher_from_program
+    teacher = opener(path, num_items=num_items)
+    theirs = foreign_item_ids(path)
+    if theirs is not None and item_ids is not None:
+        teacher = remapped(teacher, item_order(theirs, list(item_ids), str(sidecar_path(path))))
+    return teacher, None
 
 
-__all__ = ["is_recbole_checkpoint", "open_model", "open_teacher"]
+__all__ = ["foreign_item_ids", "is_recbole_checkpoint", "open_model", "open_teacher"]

@@ -77,6 +77,42 @@ class ScoresTeacher(nn.Module):
         return out
 
 
+def item_order(their_ids: list, data_ids: list, where: str = "item_ids") -> list[int]:
+    """Each data item's index in a foreign model: ``order[i - 1]`` is the foreign index of the
+    data's item ``i``, given the raw id of each of the model's items in its index order.
+
+    Raises:
+        RecshrinkError: Different catalogue sizes, or data ids the model does not know (one
+            line naming both sides).
+    """
+    their_ids = [str(x) for x in their_ids]
+    if len(their_ids) != len(data_ids):
+        raise RecshrinkError(f"{where}: {len(their_ids):,} ids for the model's items, but the "
+                             f"data has {len(data_ids):,} items")  # fmt: skip
+    index = {raw: i for i, raw in enumerate(their_ids, start=1)}
+    unknown = [x for x in data_ids if str(x) not in index]
+    if unknown:
+        raise RecshrinkError(f"{where}: {len(unknown):,} of the data's item ids are not in the "
+                             f"model's id list (e.g. {unknown[0]!r})")  # fmt: skip
+    return [index[str(x)] for x in data_ids]
+
+
+def remapped(teacher: ScoresTeacher, order: list[int]) -> ScoresTeacher:
+    """``teacher`` on the data's item ids: histories are translated to its indices and its
+    score columns put back in the data's order (``order`` from :func:`item_order`)."""
+    if order == list(range(1, len(order) + 1)):
+        return teacher
+    fwd = torch.tensor([0, *order])  # [N + 1] data id -> foreign index
+
+    def score(seq: torch.Tensor) -> torch.Tensor:
+        return teacher.scores(fwd[seq])[:, fwd]  # [B, N + 1], column i = data item i
+
+    out = ScoresTeacher(score, teacher.num_items, teacher.max_len, teacher.arch, teacher.module,
+                        teacher.runtime)  # fmt: skip
+    out.register_buffer("item_order", fwd, persistent=True)  # part of its digest
+    return out
+
+
 def has_item_table(teacher: nn.Module) -> bool:
     """Whether the teacher gives user vectors and an item table (a native model)."""
     return isinstance(teacher, SeqRecModel)
@@ -144,4 +180,4 @@ def teacher_from_module(
     return ScoresTeacher(score, num_items, max_len, type(module).__name__, owner)
 
 
-__all__ = ["ScoresTeacher", "has_item_table", "teacher_from_module"]
+__all__ = ["ScoresTeacher", "has_item_table", "item_order", "remapped", "teacher_from_module"]
