@@ -39,7 +39,7 @@ def _object_entry(teacher: ScoresTeacher, device: str) -> dict:
 
 def _params(path: Path) -> int | None:
     kind = artifact_kind(path)
-    if kind == "checkpoint":
+    if kind == "checkpoint" and not is_foreign(path):
         return open_model(path)[0].num_params()
     if kind == "onnx":
         import onnx

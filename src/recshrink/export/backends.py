@@ -33,7 +33,9 @@ from recshrink.export.onnx import (
     ServingHead, fixed_len_of, onnx_metadata, onnx_scorer, ort_session, trim_for_graph,
 )  # fmt: skip
 from recshrink.export.tensorrt import TensorRTRunner, tensorrt_scorer
-from recshrink.teachers import open_model, open_teacher
+from recshrink.teachers import is_recbole_checkpoint, open_model, open_teacher
+from recshrink.teachers.checkpoint import read_checkpoint
+from recshrink.teachers.recbole_code import needs_recbole_code
 from recshrink.teachers.program import is_export_program
 from recshrink.teachers.protocol import ScoresTeacher
 from recshrink.train.evaluate import ScoreFn, model_scorer
@@ -47,7 +49,8 @@ KIND_BACKENDS = {  # the backends that run each artifact kind, its default first
     "engine": ("tensorrt",),
 }
 
-FOREIGN_BACKEND = {"onnx": "onnxruntime", "pt2": "torch"}  # a foreign teacher's own runtime
+# a foreign teacher's own runtime (a checkpoint: a RecBole model without a native conversion)
+FOREIGN_BACKEND = {"onnx": "onnxruntime", "pt2": "torch", "checkpoint": "torch"}
 
 TopK = tuple[np.ndarray, np.ndarray]  # (scores [B, k] float32, ids [B, k] int64), on the host
 
@@ -102,12 +105,14 @@ class Backend:
 
 def is_foreign(path: str | Path) -> bool:
     """Whether ``path`` is a teacher recshrink did not export: an ONNX graph without recshrink's
-    metadata, or a ``torch.export`` program (not an AOTInductor package). An unreadable file is
-    not (opening it says why)."""
+    metadata, a ``torch.export`` program (not an AOTInductor package), or a RecBole checkpoint
+    run by RecBole's code. An unreadable file is not (opening it says why)."""
     kind = artifact_kind(path)
     try:
         if kind == "onnx":
             return Path(path).is_file() and "recshrink_version" not in onnx_metadata(path)
+        if kind == "checkpoint":
+            return is_recbole_checkpoint(path) and needs_recbole_code(read_checkpoint(path))
         return kind == "pt2" and is_export_program(path)
     except Exception:  # a broken file: open_backend names the problem
         return False

@@ -4,8 +4,9 @@
 by RecBole's own ``Trainer`` (detected from the file's contents, read without running it, and
 converted to the native model with the same scores; :mod:`recshrink.teachers.recbole`).
 :func:`open_teacher` also takes what can only be a teacher known by its scores
-(:class:`~recshrink.teachers.protocol.ScoresTeacher`): an ONNX graph (run by ONNX Runtime) or a
-``torch.export`` program (``.pt2``).
+(:class:`~recshrink.teachers.protocol.ScoresTeacher`): an ONNX graph (run by ONNX Runtime), a
+``torch.export`` program (``.pt2``), or a RecBole checkpoint of another sequential model (run by
+RecBole's own code, :mod:`recshrink.teachers.recbole_code`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from recshrink.models.io import ModelMeta, load_model
 from recshrink.teachers.onnx import teacher_from_onnx
 from recshrink.teachers.program import teacher_from_program
 from recshrink.teachers.protocol import ScoresTeacher, item_order, remapped
+from recshrink.teachers.checkpoint import read_checkpoint
 from recshrink.teachers.recbole import from_recbole
+from recshrink.teachers.recbole_code import needs_recbole_code, teacher_from_recbole_code
 
 _RECBOLE_MARK = b"recbole.config.configurator"
 
@@ -101,6 +104,10 @@ def open_teacher(path: str | Path, num_items: int | None = None,
             data (one line naming it).
     """
     suffix = Path(path).suffix.lower()
+    if is_recbole_checkpoint(path) and needs_recbole_code(read_checkpoint(path)):
+        if num_items is None and item_ids is None:
+            raise RecshrinkError(f"{path}: give the data's catalogue size (num_items)")
+        return teacher_from_recbole_code(path, num_items or len(item_ids)), None
     if suffix not in (".onnx", ".pt2"):
         return open_model(path)
     if item_ids is not None:

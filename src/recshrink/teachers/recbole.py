@@ -51,19 +51,19 @@ _SASREC_LAYER = {  # RecBole module in trm_encoder.layer.{i} -> recshrink module
 }
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """A config value as plain data (a pickled enum becomes ``"Name(args)"``)."""
     if isinstance(value, Inert):
         args = ", ".join(map(repr, value.args))
         return f"{value.cls.rsplit('.', 1)[-1]}({args})"
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_value(v) for v in value]
     return value
 
 
-def _parts(obj: Any) -> tuple[dict[str, torch.Tensor], dict]:
+def checkpoint_parts(obj: Any) -> tuple[dict[str, torch.Tensor], dict]:
     """The state dict and RecBole's ``final_config_dict`` of a read checkpoint."""
     if not isinstance(obj, Mapping) or "state_dict" not in obj or "config" not in obj:
         got = sorted(map(str, obj))[:6] if isinstance(obj, Mapping) else type(obj).__name__
@@ -196,13 +196,14 @@ def from_recbole(obj: Any) -> tuple[SeqRecModel, dict]:
     """
     if isinstance(obj, (str, Path)):
         obj = read_checkpoint(obj)
-    state, cfg = _parts(obj)
-    name = _plain(cfg.get("model"))
+    state, cfg = checkpoint_parts(obj)
+    name = plain_value(cfg.get("model"))
     if name not in CONVERTERS:
         raise RecshrinkError(
             f"RecBole model {name!r} has no native recshrink equivalent (only "
-            f"{', '.join(CONVERTERS)} convert); it can be used as a black-box teacher through "
-            "RecBole itself instead (not available yet)"
+            f"{', '.join(CONVERTERS)} convert, so it cannot be pruned, quantized or exported); "
+            "evaluate, distill and benchmark run it as a black-box teacher through RecBole's "
+            "own code where RecBole is installed"
         )
     try:
         model, names, hp = CONVERTERS[name](state, cfg)
@@ -211,11 +212,11 @@ def from_recbole(obj: Any) -> tuple[SeqRecModel, dict]:
     _load(model, state, names, name)
     info = {
         "model": name,
-        "dataset": _plain(cfg.get("dataset")),
+        "dataset": plain_value(cfg.get("dataset")),
         "n_items": model.num_items + 1,
         "num_items": model.num_items,
-        "epoch": _plain(obj.get("epoch")),
-        "hyperparameters": _plain({**hp, **{k: cfg[k] for k in TRAINING_KEYS if k in cfg}}),
+        "epoch": plain_value(obj.get("epoch")),
+        "hyperparameters": plain_value({**hp, **{k: cfg[k] for k in TRAINING_KEYS if k in cfg}}),
         "arch": model.arch,
         "builder_args": dict(model.builder_args),
     }
