@@ -7,10 +7,8 @@ own state-dict layout, fed right-padded histories and gathered at ``item_seq_len
 
 from __future__ import annotations
 
-import enum
 import math
 import sys
-import types
 
 import pytest
 import torch
@@ -18,6 +16,7 @@ import torch.nn.functional as F
 
 from recshrink.errors import RecshrinkError
 from recshrink.export.backends import open_backend
+from tests.teachers.fake_recbole import forget, recbole_data_classes
 from recshrink.models import sasrec
 from recshrink.models.io import load_model, save_model
 from recshrink.teachers.checkpoint import Inert
@@ -236,31 +235,14 @@ def test_default_layouts_are_unchanged():
 
 def test_read_from_a_pth_file_without_recbole(tmp_path, monkeypatch):
     """A real ``torch.save`` of a RecBole-like Config object, read back by path."""
-    mods = {n: types.ModuleType(n) for n in ("recbole", "recbole.config",
-                                             "recbole.config.configurator", "recbole.utils",
-                                             "recbole.utils.enum_type")}  # fmt: skip
-    for n, mod in mods.items():
-        monkeypatch.setitem(sys.modules, n, mod)
-
-    class ModelType(enum.Enum):
-        SEQUENTIAL = 2
-
-    class Config:
-        def __init__(self, d):
-            self.final_config_dict = d
-
-    for cls, mod in ((ModelType, "recbole.utils.enum_type"),
-                     (Config, "recbole.config.configurator")):
-        cls.__module__, cls.__qualname__ = mod, cls.__name__
-        setattr(mods[mod], cls.__name__, cls)
+    ModelType, Config = recbole_data_classes(monkeypatch)
     g = torch.Generator().manual_seed(4)
     cfg = gru4rec_cfg(MODEL_TYPE=ModelType.SEQUENTIAL)
     sd = recbole_gru4rec_state(g, N_ITEMS, 10, 14, 1)
     path = tmp_path / "GRU4Rec-toy.pth"
     torch.save({"config": Config(cfg), "state_dict": sd, "epoch": 7}, path,
                pickle_protocol=4)  # as RecBole's trainer saves  # fmt: skip
-    for n in list(mods):
-        monkeypatch.delitem(sys.modules, n)
+    forget(monkeypatch)
     model, info = from_recbole(path)
     assert info["epoch"] == 7 and "recbole" not in sys.modules
     seq, lens = histories(g, 9)
@@ -324,21 +306,10 @@ def test_other_models_and_non_checkpoints_are_refused():
 # -- import: detection, item ids, the CLI -------------------------------------------------------
 def _recbole_pth(tmp_path, monkeypatch, sd, cfg, name="GRU4Rec-toy.pth"):
     """A torch.save of a RecBole-like Config object (pickle protocol 4, as RecBole's Trainer)."""
-    mods = {n: types.ModuleType(n) for n in ("recbole", "recbole.config",
-                                             "recbole.config.configurator")}  # fmt: skip
-    for n, mod in mods.items():
-        monkeypatch.setitem(sys.modules, n, mod)
-
-    class Config:
-        def __init__(self, d):
-            self.final_config_dict = d
-
-    Config.__module__, Config.__qualname__ = "recbole.config.configurator", "Config"
-    mods["recbole.config.configurator"].Config = Config
+    _, Config = recbole_data_classes(monkeypatch)
     path = tmp_path / name
     torch.save({"config": Config(cfg), "state_dict": sd, "epoch": 3}, path, pickle_protocol=4)
-    for n in list(mods):
-        monkeypatch.delitem(sys.modules, n)
+    forget(monkeypatch)
     return path
 
 

@@ -3,7 +3,6 @@ code (a stand-in ``recbole`` package here: RecBole itself lives in benchmarks/re
 
 from __future__ import annotations
 
-import enum
 import sys
 import types
 
@@ -15,6 +14,7 @@ from recshrink.errors import RecshrinkError
 from recshrink.export.backends import is_foreign, open_backend
 from recshrink.teachers import open_teacher
 from recshrink.teachers.protocol import ScoresTeacher
+from tests.teachers.fake_recbole import forget, recbole_data_classes
 
 N, D, L = 12, 8, 7
 
@@ -39,28 +39,12 @@ class ToyRec(nn.Module):
 
 def _save_checkpoint(path, monkeypatch, state):
     """A ``torch.save`` as RecBole's Trainer writes it (its Config pickled by class name)."""
-    names = ("recbole", "recbole.config", "recbole.config.configurator", "recbole.utils",
-             "recbole.utils.enum_type")  # fmt: skip
-    mods = {n: types.ModuleType(n) for n in names}
-    for n, mod in mods.items():
-        monkeypatch.setitem(sys.modules, n, mod)
-
-    class ModelType(enum.Enum):
-        SEQUENTIAL = 2
-
-    class Config:
-        def __init__(self, d):
-            self.final_config_dict = d
-
-    for cls, mod in ((ModelType, "recbole.utils.enum_type"), (Config, "recbole.config.configurator")):
-        cls.__module__, cls.__qualname__ = mod, cls.__name__
-        setattr(mods[mod], cls.__name__, cls)
+    ModelType, Config = recbole_data_classes(monkeypatch)
     cfg = {"model": "ToyRec", "dataset": "toy", "MODEL_TYPE": ModelType.SEQUENTIAL,
            "ITEM_ID_FIELD": "item_id", "LIST_SUFFIX": "_list",
            "ITEM_LIST_LENGTH_FIELD": "item_length", "MAX_ITEM_LIST_LENGTH": L, "hidden_size": D}
     torch.save({"config": Config(cfg), "state_dict": state, "epoch": 3}, path, pickle_protocol=4)
-    for n in names:
-        monkeypatch.delitem(sys.modules, n)
+    forget(monkeypatch)
 
 
 def _install_recbole(monkeypatch):
