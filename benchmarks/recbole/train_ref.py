@@ -138,6 +138,29 @@ def protocol_checks(src_inter: Path, dataset, test_ds, valid_ds) -> dict:
     return out
 
 
+def reload_and_evaluate(trainer, model, ckpt_file: Path, test_data, valid_data):
+    """RecBole's own reload of its checkpoint (expected to fail: torch>=2.6 defaults
+    torch.load(weights_only=True) and the file pickles RecBole's Config), then the checkpoint
+    loaded trusting it (this script just wrote it) and evaluated in memory.
+
+    Returns:
+        ``(own_reload, test_result, valid_result, test_eval_seconds)``.
+    """
+    try:
+        trainer.evaluate(test_data, load_best_model=True)
+        own_reload = "ok"
+    except Exception as e:  # noqa: BLE001
+        own_reload = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+    ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
+    model.load_state_dict(ckpt["state_dict"])
+    model.load_other_parameter(ckpt.get("other_parameter"))
+    t1 = time.perf_counter()
+    test_result = trainer.evaluate(test_data, load_best_model=False)
+    eval_s = time.perf_counter() - t1
+    valid_result = trainer.evaluate(valid_data, load_best_model=False)
+    return own_reload, test_result, valid_result, eval_s
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--epochs", type=int, default=5)
@@ -206,21 +229,8 @@ def main() -> None:
         fit_s = time.perf_counter() - t0
         ckpt_file = Path(trainer.saved_model_file)
 
-        # RecBole's own reload path: torch>=2.6 defaults torch.load(weights_only=True), and the
-        # checkpoint pickles RecBole's Config (and enums), so this is expected to fail.
-        try:
-            trainer.evaluate(test_data, load_best_model=True)
-            own_reload = "ok"
-        except Exception as e:  # noqa: BLE001
-            own_reload = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
-        # In THIS script only: load the checkpoint trusting it, then evaluate in memory.
-        ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["state_dict"])
-        model.load_other_parameter(ckpt.get("other_parameter"))
-        t1 = time.perf_counter()
-        test_result = trainer.evaluate(test_data, load_best_model=False)
-        eval_s = time.perf_counter() - t1
-        valid_result = trainer.evaluate(valid_data, load_best_model=False)
+        own_reload, test_result, valid_result, eval_s = reload_and_evaluate(
+            trainer, model, ckpt_file, test_data, valid_data)
 
         # fixture: the first n test users exactly as the full-sort test loader feeds them
         batch = next(iter(test_data))[0]

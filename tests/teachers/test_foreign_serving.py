@@ -103,6 +103,14 @@ def test_cli_evaluates_and_distils_from_a_foreign_graph(foreign, tmp_path):
     got = json.loads((tmp_path / "m.json").read_text())["metrics"]
     want = recshrink.evaluate(path, recshrink.load_data(data_path), max_len=L)
     assert got["ndcg@10"] == pytest.approx(want["ndcg@10"], abs=1e-9) and got["count"] == 30
+    res = invoke("evaluate", "--model", path, "--data", data_path, "--max-len", L,
+                 "--no-mask-history", "--out", tmp_path / "u.json")  # RecBole's protocol
+    assert res.exit_code == 0, res.output
+    got = json.loads((tmp_path / "u.json").read_text())
+    unmasked = recshrink.evaluate(path, recshrink.load_data(data_path), max_len=L,
+                                  mask_history=False)  # fmt: skip
+    assert got["metrics"]["ndcg@10"] == pytest.approx(unmasked["ndcg@10"], abs=1e-9)
+    assert got["protocol"]["mask_history"] is False and unmasked["ndcg@10"] != want["ndcg@10"]
     out = tmp_path / "student"
     res = invoke("distill", "--teacher", path, "--student", "gru", "--arg", "dim=8",
                  "--data", data_path, "--max-len", L, "--epochs", "1", "--negatives", "8",

@@ -7,6 +7,7 @@ own state-dict layout, fed right-padded histories and gathered at ``item_seq_len
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 
@@ -328,7 +329,7 @@ def _inter_file(tmp_path, n_items: int) -> "Path":
 
 def test_import_detects_recbole_and_maps_item_ids(tmp_path, monkeypatch):
     from recshrink import evaluate, import_model, load_data
-    from recshrink.teachers import is_recbole_checkpoint, open_model
+    from recshrink.teachers import is_recbole_checkpoint, open_model, open_teacher
 
     g = torch.Generator().manual_seed(5)
     n = N_ITEMS - 1
@@ -354,6 +355,12 @@ def test_import_detects_recbole_and_maps_item_ids(tmp_path, monkeypatch):
     assert torch.allclose(a[0, 1:], b[0, [col[x] for x in data.item_ids]], atol=1e-6)
     m = evaluate(res.model, data, mask_history=False)
     assert 0.0 <= m["ndcg@10"] <= 1.0 and m["count"] == 12
+    # the same id list as a sidecar beside the .pth: distill/evaluate/benchmark read it
+    sidecar = path.with_name(path.stem + ".items.json")
+    sidecar.write_text(json.dumps(ids))
+    opened = open_teacher(path, data.num_items, data.item_ids)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(opened.scores(seq), moved.scores(seq), atol=0, rtol=0)
 
 
 def test_import_refuses_mismatches_in_one_line(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@ code (a stand-in ``recbole`` package here: RecBole itself lives in benchmarks/re
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 
@@ -30,6 +31,10 @@ class ToyRec(nn.Module):
         self.item_embedding = nn.Embedding(dataset.num(config["ITEM_ID_FIELD"]),
                                            config["hidden_size"], padding_idx=0)  # fmt: skip
         assert config["no_such_key"] is None  # RecBole's Config answers None
+        # what CORE, SINE and FEARec read of their dataset at construction
+        assert dataset.field2seqlen[self.seq_field] == config["MAX_ITEM_LIST_LENGTH"]
+        assert dataset.item_num == dataset.num(config["ITEM_ID_FIELD"])
+        assert len(dataset.inter_feat[config["ITEM_ID_FIELD"]]) == 0
 
     def full_sort_predict(self, interaction):
         seq, lens = interaction[self.seq_field], interaction[self.len_field]
@@ -81,6 +86,19 @@ def test_a_recbole_model_runs_through_recboles_code(toy, monkeypatch):
     runner = open_backend(path, num_items=N)  # the benchmark times it in PyTorch, as RecBole runs
     assert runner.name == "torch" and runner.info["teacher"] == "recbole:ToyRec"
     assert (runner.run(h.numpy(), 3)[1] != 0).all()
+
+
+def test_an_id_sidecar_beside_the_checkpoint_translates_it(toy, monkeypatch):
+    path, emb = toy
+    _install_recbole(monkeypatch)
+    data_ids = [f"i{k}" for k in range(1, N + 1)]
+    theirs = list(reversed(data_ids))  # its index j holds the data's item N + 1 - j
+    path.with_name(path.stem + ".items.json").write_text(json.dumps(theirs))
+    teacher = open_teacher(path, N, data_ids)[0]
+    h = torch.tensor([[0, 0, 0, 0, 0, 2, 3]])
+    flip = torch.tensor([0, *range(N, 0, -1)])  # data id <-> its index
+    want = emb[flip[h[:, -1]]] @ emb.T  # in its indices
+    torch.testing.assert_close(teacher.scores(h)[:, 1:], want[:, flip[1:]], atol=1e-6, rtol=1e-6)
 
 
 def test_without_recbole_the_error_names_the_extra(toy):

@@ -12,18 +12,8 @@ from recshrink.errors import RecshrinkError
 from recshrink.models.base import SeqRecModel
 from recshrink.models.io import save_model
 from recshrink.teachers import open_model
+from recshrink.teachers.recbole import reorder_items
 from recshrink.teachers.protocol import item_order
-
-
-def _reorder_items(model: SeqRecModel, order: list[int]) -> None:
-    """Move the item table's rows so that row ``i`` holds the data's item ``i`` (``order[i - 1]``
-    is that item's row in the foreign model)."""
-    emb = getattr(model, "item_emb", None)
-    if not isinstance(emb, torch.nn.Embedding):
-        raise RecshrinkError(f"{model.arch}: no plain item table to reorder")
-    with torch.no_grad():
-        rows = torch.tensor([0, *order])
-        emb.weight.copy_(emb.weight[rows].clone())
 
 
 def import_model(
@@ -72,7 +62,7 @@ def import_model(
         item_ids = list(data.item_ids)
     order = item_order(item_ids, data.item_ids)
     if order != list(range(1, data.num_items + 1)):
-        _reorder_items(m, order)
+        reorder_items(m, order)
     step = {"type": "import", "from": str(model), "framework": "recbole" if info else "recshrink",
             **({"model": info["model"]} if info else {})}  # fmt: skip
     summary = {"imported_from": str(model), **({"recbole": info} if info else {})}

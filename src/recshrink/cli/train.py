@@ -117,8 +117,12 @@ def distill_cmd(teacher_path, student_name, out, kd, cache_dir, args, progress, 
               help="Bootstrap resamples for --against.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Write the metrics to this JSON file.")
+@click.option("--mask-history/--no-mask-history", default=True, show_default=True,
+              help="Exclude the user's history from the ranking (--no-mask-history: as RecBole's "
+                   "full-sort evaluation, which masks only padding).")
 @protocol_options
-def evaluate_cmd(model_path, which, against_path, resamples, out, ties, mask_scope, **kw) -> None:
+def evaluate_cmd(model_path, which, against_path, resamples, out, mask_history, ties, mask_scope,
+                 **kw) -> None:  # fmt: skip
     """Full-ranking metrics of a trained model on the data's leave-one-out split."""
     if out:
         check_out(out, "file")
@@ -129,7 +133,7 @@ def evaluate_cmd(model_path, which, against_path, resamples, out, ties, mask_sco
     model, meta = _opened(model_path, ds)
     reference = _opened(against_path, ds)[0] if against_path else None
     es = split.test if which == "test" else split.valid
-    proto = {"ties": ties, "mask_scope": mask_scope}
+    proto = {"ties": ties, "mask_scope": mask_scope, "mask_history": mask_history}
     metrics, per_user = evaluate(model, ds, split=which, splits=split, per_user=True, **proto)
     print_metrics(f"{meta.arch if meta else getattr(model, 'arch', model_path.name)} ({which})",
                   metrics)  # fmt: skip

@@ -23,7 +23,7 @@ from recshrink.teachers.onnx import teacher_from_onnx
 from recshrink.teachers.program import teacher_from_program
 from recshrink.teachers.protocol import ScoresTeacher, item_order, remapped
 from recshrink.teachers.checkpoint import read_checkpoint
-from recshrink.teachers.recbole import from_recbole
+from recshrink.teachers.recbole import from_recbole, reorder_items
 from recshrink.teachers.recbole_code import needs_recbole_code, teacher_from_recbole_code
 
 _RECBOLE_MARK = b"recbole.config.configurator"
@@ -87,9 +87,11 @@ def open_teacher(path: str | Path, num_items: int | None = None,
     (:func:`~recshrink.teachers.program.teacher_from_program`) as a scores-only teacher, else
     :func:`open_model` (a native model, or a RecBole checkpoint converted to one).
 
-    A scores-only teacher's item indices are the data's unless a sidecar
-    ``<name>.items.json`` lists the raw id of each of its items in index order
-    (:func:`foreign_item_ids`); it is then translated to the data's ids.
+    A foreign teacher's item indices (a RecBole checkpoint's too) are the data's unless a
+    sidecar ``<name>.items.json`` lists the raw id of each of its items in index order
+    (:func:`foreign_item_ids`); it is then translated to the data's ids (a converted RecBole
+    model's item table reordered). Without one, a RecBole model's indices are RecBole's: the
+    data's when it is read from the same ``.inter`` file.
 
     Args:
         path: The file or model directory.
@@ -104,20 +106,25 @@ def open_teacher(path: str | Path, num_items: int | None = None,
             data (one line naming it).
     """
     suffix = Path(path).suffix.lower()
-    if is_recbole_checkpoint(path) and needs_recbole_code(read_checkpoint(path)):
-        if num_items is None and item_ids is None:
-            raise RecshrinkError(f"{path}: give the data's catalogue size (num_items)")
-        return teacher_from_recbole_code(path, num_items or len(item_ids)), None
-    if suffix not in (".onnx", ".pt2"):
-        return open_model(path)
     if item_ids is not None:
         num_items = num_items or len(item_ids)
+    theirs = foreign_item_ids(path) if item_ids is not None else None
+    order = item_order(theirs, list(item_ids), str(sidecar_path(path))) if theirs else None
+    if is_recbole_checkpoint(path):
+        if needs_recbole_code(read_checkpoint(path)):
+            if num_items is None:
+                raise RecshrinkError(f"{path}: give the data's catalogue size (num_items)")
+            teacher = teacher_from_recbole_code(path, num_items)
+            return (remapped(teacher, order) if order else teacher), None
+        model, meta = open_model(path)
+        if order:  # its item table's rows put in the data's order
+            reorder_items(model, order)
+        return model, meta
+    if suffix not in (".onnx", ".pt2"):
+        return open_model(path)
     opener = teacher_from_onnx if suffix == ".onnx" else teacher_from_program
     teacher = opener(path, num_items=num_items)
-    theirs = foreign_item_ids(path)
-    if theirs is not None and item_ids is not None:
-        teacher = remapped(teacher, item_order(theirs, list(item_ids), str(sidecar_path(path))))
-    return teacher, None
+    return (remapped(teacher, order) if order else teacher), None
 
 
 __all__ = ["foreign_item_ids", "is_recbole_checkpoint", "open_model", "open_teacher"]

@@ -36,7 +36,10 @@ INERT_PACKAGES = ("recbole.", "yaml.")
 
 def _safe_globals() -> dict[str, Any]:
     """The globals a checkpoint may name that resolve to real objects (pure data constructors)."""
-    core = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    try:  # numpy 2; numpy 1.26 has a stub numpy._core whose multiarray is not loaded
+        from numpy._core import multiarray as core
+    except ImportError:
+        core = np.core.multiarray
     out = {
         "collections.OrderedDict": collections.OrderedDict,
         "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,

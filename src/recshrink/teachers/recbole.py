@@ -176,6 +176,21 @@ def _load(model: SeqRecModel, state: dict, names: dict[str, str], name: str) -> 
     model.load_state_dict(mapped, strict=True)
 
 
+def reorder_items(model: SeqRecModel, order: list[int]) -> None:
+    """Move a native model's item-table rows so that row ``i`` holds the data's item ``i``
+    (``order[i - 1]`` is that item's row in the foreign model; from
+    :func:`~recshrink.teachers.protocol.item_order`).
+
+    Raises:
+        RecshrinkError: The model has no plain item table.
+    """
+    emb = getattr(model, "item_emb", None)
+    if not isinstance(emb, torch.nn.Embedding):
+        raise RecshrinkError(f"{model.arch}: no plain item table to reorder")
+    with torch.no_grad():
+        emb.weight.copy_(emb.weight[torch.tensor([0, *order])].clone())
+
+
 def from_recbole(obj: Any) -> tuple[SeqRecModel, dict]:
     """A native recshrink model from a RecBole checkpoint (SASRec or GRU4Rec).
 

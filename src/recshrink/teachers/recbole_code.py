@@ -30,10 +30,14 @@ class _Config(dict):
 
 class _Dataset:
     """What a RecBole model's constructor asks of its dataset: the number of items ([PAD]
-    included) of the item field."""
+    included) of the item field (``num``, SINE's ``item_num``), the history length (CORE's
+    ``field2seqlen``), and no interactions (FEARec reads ``inter_feat`` at construction for a
+    training-time index that scoring does not use)."""
 
-    def __init__(self, item_field: str, n_items: int) -> None:
-        self.item_field, self.n_items = item_field, n_items
+    def __init__(self, item_field: str, n_items: int, seq_field: str, max_len: int) -> None:
+        self.item_field, self.n_items, self.item_num = item_field, n_items, n_items
+        self.field2seqlen = {seq_field: max_len}
+        self.inter_feat = {item_field: torch.zeros(0, dtype=torch.long)}
 
     def num(self, field: str) -> int:
         if field != self.item_field:
@@ -84,7 +88,7 @@ def teacher_from_recbole_code(path: str | Path, num_items: int) -> ScoresTeacher
     if not isinstance(max_len, int):
         raise RecshrinkError(f"{path}: its config has no MAX_ITEM_LIST_LENGTH")
     try:
-        model = get_model(name)(config, _Dataset(item_field, num_items + 1))
+        model = get_model(name)(config, _Dataset(item_field, num_items + 1, seq_field, max_len))
         model.load_state_dict(state)
     except RecshrinkError as exc:
         raise RecshrinkError(f"{path}: RecBole {name}: {exc}") from None
