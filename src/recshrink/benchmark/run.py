@@ -20,7 +20,7 @@ from recshrink.entries import machine_entry
 from recshrink.errors import RecshrinkError
 from recshrink.export.artifacts import artifact_kind
 from recshrink.export.backends import (
-    BACKENDS, FOREIGN_BACKEND, Backend, applies, is_foreign, open_backend, scores_backend,
+    BACKENDS, Backend, is_foreign, open_backend, own_backends, scores_backend,
 )  # fmt: skip
 from recshrink.models.io import artifact_bytes
 from recshrink.teachers import open_model
@@ -37,9 +37,9 @@ def _object_entry(teacher: ScoresTeacher, device: str) -> dict:
             "latency_us": {device: {}}, "throughput": {device: {}}, "memory": {}}  # fmt: skip
 
 
-def _params(path: Path) -> int | None:
+def _params(path: Path, foreign: bool) -> int | None:
     kind = artifact_kind(path)
-    if kind == "checkpoint" and not is_foreign(path):
+    if kind == "checkpoint" and not foreign:
         return open_model(path)[0].num_params()
     if kind == "onnx":
         import onnx
@@ -139,13 +139,13 @@ def run_benchmark(
             path = Path(path)
             if not path.exists():
                 raise RecshrinkError(f"{path}: no such model artifact")
-            entry: dict = {"artifact": str(path), "kind": artifact_kind(path),
-                           "bytes": _artifact_bytes(path), "params": _params(path),
+            foreign = is_foreign(path)  # once: it may load the file
+            entry: dict = {"artifact": str(path),
+                           "kind": "foreign-" * foreign + artifact_kind(path),
+                           "bytes": _artifact_bytes(path), "params": _params(path, foreign),
                            "latency_us": {device: {}}, "throughput": {device: {}}, "memory": {}}
-            runs = [b for b in backends if applies(b, path)]
-            if is_foreign(path):
-                runs = [FOREIGN_BACKEND[artifact_kind(path)]]
-                entry["kind"] = f"foreign-{entry['kind']}"
+            own = own_backends(path, foreign)
+            runs = list(own) if foreign else [b for b in backends if b in own]
         else:
             entry, runs = _object_entry(obj, device), [obj.runtime]
         quality_done = False

@@ -118,12 +118,12 @@ def is_foreign(path: str | Path) -> bool:
         return False
 
 
-def applies(backend: str, path: str | Path) -> bool:
-    """Whether ``backend`` can run the artifact at ``path`` (a foreign teacher: its own
-    runtime only)."""
-    if is_foreign(path):
-        return backend == FOREIGN_BACKEND[artifact_kind(path)]
-    return backend in KIND_BACKENDS[artifact_kind(path)]
+def own_backends(path: str | Path, foreign: bool | None = None) -> tuple[str, ...]:
+    """The backends that run the artifact at ``path``, its default first: a foreign teacher's
+    own runtime only (``foreign``: :func:`is_foreign`'s answer, when the caller has it)."""
+    kind = artifact_kind(path)
+    foreign = is_foreign(path) if foreign is None else foreign
+    return (FOREIGN_BACKEND[kind],) if foreign else KIND_BACKENDS[kind]
 
 
 def open_backend(path: str | Path, backend: str | None = None, *, device: str = "cpu",
@@ -157,18 +157,18 @@ def open_backend(path: str | Path, backend: str | None = None, *, device: str = 
     if kind == "checkpoint" and not p.is_dir() and p.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise RecshrinkError(f"{p}: unknown artifact (expected .onnx, .engine, .plan, .pt2, "
                              "or a model directory)")  # fmt: skip
-    if is_foreign(p):
-        backend = backend or FOREIGN_BACKEND[kind]
-        if not applies(backend, p):
-            raise RecshrinkError(f"{p}: a foreign teacher runs on {FOREIGN_BACKEND[kind]} only, "
-                                 f"not {backend}")  # fmt: skip
+    foreign = is_foreign(p)  # read once: it may load the file
+    own = own_backends(p, foreign)
+    backend = backend or own[0]
+    if backend not in own:
+        raise RecshrinkError(f"{p}: a foreign teacher runs on {own[0]} only, not {backend}"
+                             if foreign else f"{p}: backend {backend} does not run a {kind} "
+                             "artifact")  # fmt: skip
+    if foreign:
         if threads and not device.startswith("cuda"):
             torch.set_num_threads(threads)
         teacher, _ = open_teacher(p, num_items, item_ids)
         return scores_backend(teacher, p, k)
-    backend = backend or KIND_BACKENDS[kind][0]
-    if not applies(backend, p):
-        raise RecshrinkError(f"{p}: backend {backend} does not run a {kind} artifact")
     # an engine says itself what it lacks (its meta.json, TensorRT, or a GPU)
     gpu = backend == "torch-cudagraph" or device.startswith("cuda")
     if gpu and not torch.cuda.is_available():
@@ -388,5 +388,6 @@ def to_bucket(hist: np.ndarray, buckets: tuple[int, ...]) -> np.ndarray:
     return trim_for_graph(hist, next((b for b in buckets if b >= n), buckets[-1]))
 
 
-__all__ = ["BACKENDS", "FOREIGN_BACKEND", "GPU_ONLY", "KIND_BACKENDS", "Backend", "applies",
-           "is_foreign", "length_buckets", "open_backend", "scores_backend", "to_bucket"]  # fmt: skip
+__all__ = ["BACKENDS", "FOREIGN_BACKEND", "GPU_ONLY", "KIND_BACKENDS", "Backend", "is_foreign",
+           "length_buckets", "open_backend", "own_backends", "scores_backend",
+           "to_bucket"]  # fmt: skip

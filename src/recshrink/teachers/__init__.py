@@ -50,12 +50,17 @@ def open_model(path: str | Path) -> tuple[SeqRecModel, ModelMeta]:
         RecshrinkError: A missing or unreadable file, a refused pickle, an unsupported model.
     """
     if is_recbole_checkpoint(path):
-        model, info = from_recbole(path)
-        meta = ModelMeta(arch=model.arch, builder_args=dict(model.builder_args),
-                         num_items=model.num_items, item_ids=[], data_fingerprint="", steps=[],
-                         extra={"imported_from": str(path), "recbole": info})  # fmt: skip
-        return model, meta
+        return _converted(path, read_checkpoint(path))
     return load_model(path)
+
+
+def _converted(path: str | Path, obj) -> tuple[SeqRecModel, ModelMeta]:
+    """A read RecBole checkpoint of SASRec or GRU4Rec as a native model, with its metadata."""
+    model, info = from_recbole(obj)
+    meta = ModelMeta(arch=model.arch, builder_args=dict(model.builder_args),
+                     num_items=model.num_items, item_ids=[], data_fingerprint="", steps=[],
+                     extra={"imported_from": str(path), "recbole": info})  # fmt: skip
+    return model, meta
 
 
 def foreign_item_ids(path: str | Path) -> list[str] | None:
@@ -111,12 +116,13 @@ def open_teacher(path: str | Path, num_items: int | None = None,
     theirs = foreign_item_ids(path) if item_ids is not None else None
     order = item_order(theirs, list(item_ids), str(sidecar_path(path))) if theirs else None
     if is_recbole_checkpoint(path):
-        if needs_recbole_code(read_checkpoint(path)):
+        obj = read_checkpoint(path)  # once
+        if needs_recbole_code(obj):
             if num_items is None:
                 raise RecshrinkError(f"{path}: give the data's catalogue size (num_items)")
-            teacher = teacher_from_recbole_code(path, num_items)
+            teacher = teacher_from_recbole_code(path, num_items, obj)
             return (remapped(teacher, order) if order else teacher), None
-        model, meta = open_model(path)
+        model, meta = _converted(path, obj)
         if order:  # its item table's rows put in the data's order
             reorder_items(model, order)
         return model, meta

@@ -46,17 +46,12 @@ class _Dataset:
         return self.n_items
 
 
-def recbole_model_name(obj: Any) -> str | None:
-    """The model name in a read RecBole checkpoint's config."""
-    return plain_value(checkpoint_parts(obj)[1].get("model"))
-
-
 def needs_recbole_code(obj: Any) -> bool:
     """Whether a read RecBole checkpoint holds a model without a native conversion."""
-    return recbole_model_name(obj) not in CONVERTERS
+    return plain_value(checkpoint_parts(obj)[1].get("model")) not in CONVERTERS
 
 
-def teacher_from_recbole_code(path: str | Path, num_items: int) -> ScoresTeacher:
+def teacher_from_recbole_code(path: str | Path, num_items: int, obj: Any = None) -> ScoresTeacher:
     """A RecBole checkpoint of any sequential model as a scores-only teacher, rebuilt and run by
     RecBole (``get_model(name)(config, dataset)``, its weights loaded, ``full_sort_predict`` on
     right-padded histories); its item indices are RecBole's (the data's, for RecBole atomic
@@ -65,12 +60,14 @@ def teacher_from_recbole_code(path: str | Path, num_items: int) -> ScoresTeacher
     Args:
         path: The ``.pth`` its Trainer saved.
         num_items: The data's catalogue size N (RecBole's ``n_items`` is N + 1 with [PAD]).
+        obj: The checkpoint as :func:`~recshrink.teachers.checkpoint.read_checkpoint` returned
+            it, when the caller has read it already.
 
     Raises:
         RecshrinkError: RecBole is not installed (naming the extra), the checkpoint is refused
             or does not build or load in RecBole (one line).
     """
-    obj = read_checkpoint(path)
+    obj = read_checkpoint(path) if obj is None else obj
     state, cfg = checkpoint_parts(obj)
     name = plain_value(cfg.get("model"))
     try:
@@ -108,4 +105,4 @@ def teacher_from_recbole_code(path: str | Path, num_items: int) -> ScoresTeacher
     return teacher
 
 
-__all__ = ["needs_recbole_code", "recbole_model_name", "teacher_from_recbole_code"]
+__all__ = ["needs_recbole_code", "teacher_from_recbole_code"]
