@@ -16,11 +16,11 @@ its ``.items.json``) and the ``.inter`` file RecBole trained on, and checks:
   (b)   recshrink.evaluate(onnx | pth, data, mask_history=False) NDCG@10 / HR@10 vs RecBole's own
         test result of the checkpoint (also ties="expected", and mask_history=True for reference);
         plus a RecBole-style top-k count (torch.topk, no history masking) on the ONNX scores
-  (c)   the CLI: ``recshrink evaluate --model <pth> --data <inter>`` (and the .onnx)
+  (c)   the CLI: ``recshrink evaluate --model <pth> --data <inter> --no-mask-history`` (and the
+        .onnx)
   (d)   the sidecar at work: the same interactions with the users in reverse order (so
-        recshrink's item numbering differs from RecBole's): the ONNX teacher (translated by its
-        sidecar) must give the same metrics; the .pth teacher cannot be translated (no id map in
-        the checkpoint) and is reported as is
+        recshrink's item numbering differs from RecBole's): the ONNX teacher and the .pth, each
+        translated by its id sidecar (train_foreign.py writes both), must give the same metrics
 
 Writes ``<run>/check_blackbox.json``. Nothing is written elsewhere except the reversed
 ``.inter`` under ``benchmarks/recbole/out/data/``.
@@ -39,17 +39,10 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-# Workaround for recshrink on numpy 1.26 (RecBole's pin): numpy 1.26 ships a stub package
-# numpy._core whose submodule multiarray is not imported by `import numpy`, so
-# recshrink/teachers/checkpoint.py's `np._core.multiarray` raises AttributeError at import time.
-# Importing the stub submodule first makes the attribute exist (it re-exports
-# numpy.core.multiarray).
-import numpy._core.multiarray  # noqa: E402,F401
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-CLI_SHIM = "import numpy._core.multiarray; from recshrink.cli import main; main()"
 
 
 def left_pad(seq: np.ndarray, lens: np.ndarray) -> torch.Tensor:
@@ -91,53 +84,11 @@ def pick(m: dict) -> dict:
 
 def run_cli(args: list[str]) -> dict:
     exe = Path(sys.executable).parent / "recshrink"
-    out = {}
-    for how, cmd in {"entry_point": [str(exe), *args],
-                     "shim": [sys.executable, "-c", CLI_SHIM, *args]}.items():
-        t0 = time.perf_counter()
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        tail = (p.stdout + p.stderr).strip().splitlines()
-        out[how] = {"rc": p.returncode, "s": round(time.perf_counter() - t0, 1),
-                    "output": tail[-14:] if p.returncode == 0 else tail[-3:]}
-    return out
-
-
-def apply_stub_fix() -> None:
-    """The fix proposed for src/recshrink/teachers/recbole_code.py's ``_Dataset`` (README.md):
-    what CORE (``field2seqlen[item_id_list]``), SINE (``item_num``) and FEARec (``inter_feat``,
-    read at construction for its training-time same-target index) ask of the dataset."""
-    import recshrink.teachers.recbole_code as rc
-
-    base = rc._Dataset
-
-    class Fixed(base):
-        def __init__(self, item_field: str, n_items: int, seq_field: str = "item_id_list",
-                     max_len: int = 50) -> None:
-            super().__init__(item_field, n_items)
-            self.item_num = n_items
-            self.field2seqlen = {seq_field: max_len}
-            self.inter_feat = {item_field: torch.zeros(0, dtype=torch.long)}
-
-    orig = rc.teacher_from_recbole_code
-
-    def patched(path, num_items):
-        from recshrink.teachers.checkpoint import read_checkpoint
-        from recshrink.teachers.recbole import checkpoint_parts, plain_value
-
-        cfg = checkpoint_parts(read_checkpoint(path))[1]
-        item = plain_value(cfg.get("ITEM_ID_FIELD")) or "item_id"
-        seq = item + (plain_value(cfg.get("LIST_SUFFIX")) or "_list")
-        max_len = plain_value(cfg.get("MAX_ITEM_LIST_LENGTH"))
-        rc._Dataset = lambda f, n: Fixed(f, n, seq, max_len)
-        try:
-            return orig(path, num_items)
-        finally:
-            rc._Dataset = base
-
-    rc.teacher_from_recbole_code = patched
-    import recshrink.teachers as t
-
-    t.teacher_from_recbole_code = patched
+    t0 = time.perf_counter()
+    p = subprocess.run([str(exe), *args], capture_output=True, text=True)
+    tail = (p.stdout + p.stderr).strip().splitlines()
+    return {"rc": p.returncode, "s": round(time.perf_counter() - t0, 1),
+            "output": tail[-14:] if p.returncode == 0 else tail[-3:]}
 
 
 def main() -> None:
@@ -146,14 +97,8 @@ def main() -> None:
     ap.add_argument("--inter", type=Path, default=None,
                     help="the .inter RecBole trained on (default: from results.json)")
     ap.add_argument("--skip-cli", action="store_true")
-    ap.add_argument("--stub-fix", action="store_true",
-                    help="apply the proposed fix to recshrink's RecBole dataset stub in-process "
-                         "(field2seqlen, item_num, an empty inter_feat: CORE, FEARec, SINE need "
-                         "them); the CLI subprocesses (c) run without it")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    if args.stub_fix:
-        apply_stub_fix()
 
     import recshrink
     from recshrink.teachers import foreign_item_ids, open_teacher
@@ -168,7 +113,7 @@ def main() -> None:
     onnx_path = run / f"{name}.onnx"
     fix = np.load(run / f"{name}_ref.npz")
     seq, lens, ref = fix["item_seq"], fix["item_seq_len"], fix["scores"]
-    out: dict = {"run": str(run), "inter": str(inter), "model": name, "stub_fix": args.stub_fix,
+    out: dict = {"run": str(run), "inter": str(inter), "model": name,
                  "recbole_test_result": res["test_result"]}
 
     # ids and split
@@ -242,10 +187,10 @@ def main() -> None:
 
     # (c) CLI
     if not args.skip_cli:
-        out["c_cli"] = {"pth": run_cli(["evaluate", "--model", str(pth), "--data", str(inter)])}
-        if has_onnx:
-            out["c_cli"]["onnx"] = run_cli(["evaluate", "--model", str(onnx_path),
-                                            "--data", str(inter)])
+        cli_models = {"pth": pth, "onnx": onnx_path} if has_onnx else {"pth": pth}
+        out["c_cli"] = {label: run_cli(["evaluate", "--model", str(m), "--data", str(inter),
+                                        "--no-mask-history"])
+                        for label, m in cli_models.items()}
         print("(c):", json.dumps(out["c_cli"], indent=1), flush=True)
 
     # (d) sidecar remapping: users in reverse order -> another item numbering
@@ -259,7 +204,7 @@ def main() -> None:
     rev.write_text("\n".join([header] + [x for u in reversed(by_user) for x in by_user[u]]) + "\n")
     data_r = recshrink.load_data(rev)
     d = {"item_order_differs": list(data_r.item_ids) != list(data.item_ids),
-         "pth_no_mask_unmapped": pick(recshrink.evaluate(pth, data_r, mask_history=False))}
+         "pth_no_mask": pick(recshrink.evaluate(pth, data_r, mask_history=False))}
     if has_onnx:
         d["onnx_no_mask"] = pick(recshrink.evaluate(onnx_path, data_r, mask_history=False))
     out["d_reversed_users"] = d

@@ -27,9 +27,7 @@ if [ "${WITH_RECSHRINK:-1}" = 1 ]; then
     "$PIP" install -r "$HERE/requirements-recshrink.txt"
     "$PIP" install --no-deps -e "$HERE/../.."
     "$PIP" check
-    # import numpy._core.multiarray first: see recshrink_cli.py (recshrink fails to import on
-    # numpy 1.26 without it)
-    "$VENV/bin/python" -W ignore -c "import numpy._core.multiarray, recshrink, numpy, onnxruntime
+    "$VENV/bin/python" -W ignore -c "import recshrink, numpy, onnxruntime
 print('recshrink', recshrink.__version__, 'numpy', numpy.__version__, 'onnxruntime',
       onnxruntime.__version__)"
 fi

@@ -55,7 +55,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from torch import nn  # noqa: E402
 from train_ref import recbole_config as ref_config  # noqa: E402  (same folder)
-from train_ref import reload_and_evaluate  # noqa: E402
+from train_ref import reload_and_evaluate, stop_after  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -196,7 +196,6 @@ def main() -> None:
     torch.set_num_threads(1)
 
     import recbole
-    import recbole.trainer.trainer as rb_trainer
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, get_trainer, init_logger, init_seed
@@ -241,23 +240,12 @@ def main() -> None:
 
     trainer._train_epoch, trainer._valid_epoch = timed_train_epoch, timed_valid_epoch
     t_start = time.perf_counter()
-    budget = {"hit": False}
-    if args.max_minutes is not None:
-        orig_stop = rb_trainer.early_stopping
-
-        def budget_stopping(*a, **k):
-            best, cur, stop, update = orig_stop(*a, **k)
-            if (time.perf_counter() - t_start) / 60 > args.max_minutes:
-                budget["hit"] = True
-                stop = True
-            return best, cur, stop, update
-
-        rb_trainer.early_stopping = budget_stopping
+    budget = stop_after(args.max_minutes, t_start)
     best_valid_score, _ = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     fit_s = time.perf_counter() - t_start
     ckpt_file = Path(trainer.saved_model_file)
 
-    own_reload, test_result, valid_result, eval_s = reload_and_evaluate(
+    own_reload, test_result, valid_result, eval_s, ckpt = reload_and_evaluate(
         trainer, model, ckpt_file, test_data, valid_data)
 
     batch = next(iter(test_data))[0]

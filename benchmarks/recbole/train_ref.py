@@ -138,13 +138,36 @@ def protocol_checks(src_inter: Path, dataset, test_ds, valid_ds) -> dict:
     return out
 
 
+def stop_after(minutes: float | None, t0: float) -> dict:
+    """Make RecBole's trainers stop at the first validation past ``minutes`` after ``t0`` (the
+    kept checkpoint is still the best on validation), by wrapping RecBole's ``early_stopping``.
+
+    Returns:
+        ``{"hit": bool}``, set once the budget stopped the fit.
+    """
+    import recbole.trainer.trainer as rb_trainer
+
+    budget = {"hit": False}
+    own = getattr(rb_trainer.early_stopping, "recbole_own", rb_trainer.early_stopping)
+
+    def budget_stopping(*a, **k):
+        best, cur, stop, update = own(*a, **k)
+        if minutes is not None and (time.perf_counter() - t0) / 60 > minutes:
+            budget["hit"] = stop = True
+        return best, cur, stop, update
+
+    budget_stopping.recbole_own = own
+    rb_trainer.early_stopping = budget_stopping
+    return budget
+
+
 def reload_and_evaluate(trainer, model, ckpt_file: Path, test_data, valid_data):
     """RecBole's own reload of its checkpoint (expected to fail: torch>=2.6 defaults
     torch.load(weights_only=True) and the file pickles RecBole's Config), then the checkpoint
     loaded trusting it (this script just wrote it) and evaluated in memory.
 
     Returns:
-        ``(own_reload, test_result, valid_result, test_eval_seconds)``.
+        ``(own_reload, test_result, valid_result, test_eval_seconds, checkpoint)``.
     """
     try:
         trainer.evaluate(test_data, load_best_model=True)
@@ -158,7 +181,7 @@ def reload_and_evaluate(trainer, model, ckpt_file: Path, test_data, valid_data):
     test_result = trainer.evaluate(test_data, load_best_model=False)
     eval_s = time.perf_counter() - t1
     valid_result = trainer.evaluate(valid_data, load_best_model=False)
-    return own_reload, test_result, valid_result, eval_s
+    return own_reload, test_result, valid_result, eval_s, ckpt
 
 
 def main() -> None:
@@ -169,6 +192,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "out")
     ap.add_argument("--n-users", type=int, default=200, help="test users in each fixture")
     ap.add_argument("--seed", type=int, default=2020)
+    ap.add_argument("--eval-only", type=Path, default=None, metavar="PTH",
+                    help="no training: evaluate this checkpoint of the (one) --models model, "
+                         "written by an earlier run of this script, and write its results")
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="stop after the first validation past this many minutes of fit "
+                         "(the kept checkpoint is still the best on validation)")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -223,13 +252,16 @@ def main() -> None:
 
         trainer._train_epoch = timed_train_epoch
         t0 = time.perf_counter()
-        best_valid_score, best_valid_result = trainer.fit(
+        budget = stop_after(args.max_minutes, t0)
+        if args.eval_only is not None:  # the run that trained it saved the file; nothing to fit
+            trainer.saved_model_file = str(args.eval_only.resolve())
+        best_valid_score, best_valid_result = (None, None) if args.eval_only else trainer.fit(
             train_data, valid_data, saved=True, show_progress=False
         )
         fit_s = time.perf_counter() - t0
         ckpt_file = Path(trainer.saved_model_file)
 
-        own_reload, test_result, valid_result, eval_s = reload_and_evaluate(
+        own_reload, test_result, valid_result, eval_s, ckpt = reload_and_evaluate(
             trainer, model, ckpt_file, test_data, valid_data)
 
         # fixture: the first n test users exactly as the full-sort test loader feeds them
@@ -260,10 +292,15 @@ def main() -> None:
             "checkpoint_keys": sorted(ckpt.keys()),
             "fixture": os.path.relpath(fixture, REPO),
             "epochs": args.epochs,
+            "epochs_run": len(epoch_s),
+            "max_minutes": args.max_minutes,
+            "stopped_by_budget": budget["hit"],
             "train_epoch_s": epoch_s,
             "fit_s_incl_valid_evals": round(fit_s, 1),
             "test_full_sort_eval_s": round(eval_s, 2),
-            "best_valid_score_during_fit": float(best_valid_score),
+            "best_valid_score_during_fit": (float(ckpt["best_valid_score"]) if args.eval_only
+                                            else float(best_valid_score)),
+            "eval_only": args.eval_only is not None,
             "valid_result": {k: float(v) for k, v in valid_result.items()},
             "test_result": {k: float(v) for k, v in test_result.items()},
             "recbole_own_reload_with_torch_load_default": own_reload,
