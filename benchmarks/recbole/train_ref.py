@@ -207,6 +207,8 @@ def main() -> None:
     from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
     out = args.out.resolve()
+    if args.eval_only is not None:
+        args.eval_only = args.eval_only.resolve()  # before the chdir below
     src_inter = (args.src / "ml-100k.inter").resolve()
     data_path = out / "data"
     (data_path / "ml-100k").mkdir(parents=True, exist_ok=True)
@@ -254,7 +256,7 @@ def main() -> None:
         t0 = time.perf_counter()
         budget = stop_after(args.max_minutes, t0)
         if args.eval_only is not None:  # the run that trained it saved the file; nothing to fit
-            trainer.saved_model_file = str(args.eval_only.resolve())
+            trainer.saved_model_file = str(args.eval_only)
         best_valid_score, best_valid_result = (None, None) if args.eval_only else trainer.fit(
             train_data, valid_data, saved=True, show_progress=False
         )
