@@ -67,7 +67,8 @@ def main() -> None:
 
     rt = ref["test_result"]
     print(f"{name}: RecBole's own test NDCG@10 {rt['ndcg@10']:.4f} / HR@10 {rt['hit@10']:.4f}, "
-          f"checkpoint epoch {ref['checkpoint_epoch']} of {ref.get('epochs_run')}")
+          f"checkpoint epoch {ref['checkpoint_epoch']}"
+          + (f" of {ref['epochs_run']}" if ref.get("epochs_run") else ""))
     print("| model | params | valid NDCG@10 (masked) | test NDCG@10 / HR@10, masked | retention "
           "| test NDCG@10 / HR@10, not masked | retention |")
     print("|---|---|---|---|---|---|---|")

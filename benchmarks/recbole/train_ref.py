@@ -294,7 +294,7 @@ def main() -> None:
             "checkpoint_keys": sorted(ckpt.keys()),
             "fixture": os.path.relpath(fixture, REPO),
             "epochs": args.epochs,
-            "epochs_run": len(epoch_s),
+            "epochs_run": None if args.eval_only else len(epoch_s),  # eval-only: see the log
             "max_minutes": args.max_minutes,
             "stopped_by_budget": budget["hit"],
             "train_epoch_s": epoch_s,
