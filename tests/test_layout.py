@@ -25,6 +25,8 @@ LONG_MODULES: dict[str, str] = {
                         "place (about 30 lines over, the search block's spec)",
     "recshrink.export.onnx": "one graph format end to end: the serving head, export, "
                              "validation against PyTorch and ORT scoring (28 lines over)",
+    "recshrink.export.backends": "the one serving layer: every artifact kind opened on each of "
+                                 "its backends (13 lines over, the ann backend)",
 }
 
 

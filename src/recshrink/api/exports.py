@@ -1,5 +1,5 @@
 """The export stage's entry function: ONNX (validated on validation histories), an AOTInductor
-package or a TensorRT engine."""
+package, a TensorRT engine, or a retrieval artifact (user encoder plus item index)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from recshrink.data.split import Split
 from recshrink.errors import RecshrinkError
 from recshrink.export.compat import trt_compatibility
 from recshrink.export.onnx import OnnxExportConfig, export_onnx, validate_onnx
+from recshrink.export.retrieval import RetrievalConfig, export_retrieval
 from recshrink.export.runtime import export_aoti, id_map_fingerprint, write_sidecar
 from recshrink.export.tensorrt import TensorRTConfig, build_engine, opt_length
 from recshrink.models.base import SeqRecModel
@@ -69,11 +70,11 @@ def export_checked(
 def export(
     model: SeqRecModel | PathLike,
     path: PathLike,
-    format: Literal["onnx", "aoti", "tensorrt"] = "onnx",
+    format: Literal["onnx", "aoti", "tensorrt", "ann"] = "onnx",
     *,
     data: InteractionData | None = None,
     split: Split | None = None,
-    config: OnnxExportConfig | TensorRTConfig | None = None,
+    config: OnnxExportConfig | TensorRTConfig | RetrievalConfig | None = None,
     item_ids: list[str] | None = None,
     popular: list[int] | None = None,
     steps: list[dict] | None = None,
@@ -85,16 +86,21 @@ def export(
 
     Args:
         model: A model or a model directory; for ``"tensorrt"``, an exported ``.onnx`` file.
-        path: The file to write (``.onnx``, ``.pt2``, ``.engine``); written under a temporary
-            name and renamed when complete.
+        path: The file to write (``.onnx``, ``.pt2``, ``.engine``; a directory for ``"ann"``);
+            written under a temporary name and renamed when complete.
         format: ``"onnx"`` (validated against PyTorch on validation histories: top-10 agreement
-            and finite scores), ``"aoti"`` (AOTInductor package) or ``"tensorrt"`` (an engine
-            built from the ONNX file; needs the ``tensorrt`` extra and a GPU).
+            and finite scores), ``"aoti"`` (AOTInductor package), ``"tensorrt"`` (an engine
+            built from the ONNX file; needs the ``tensorrt`` extra and a GPU) or ``"ann"`` (a
+            retrieval artifact: the user encoder as ONNX plus a FAISS index of the item table,
+            its recall against exact scoring measured on validation users; needs the ``ann``
+            extra; :mod:`recshrink.export.retrieval`).
         data: The data set: its validation histories validate the ONNX graph and set the
             TensorRT optimisation length; its item ids and popular items go into the sidecar.
         split: Its leave-one-out split (default: built from ``data``).
-        config: :class:`recshrink.export.onnx.OnnxExportConfig` (onnx) or
-            :class:`recshrink.export.tensorrt.TensorRTConfig` (tensorrt).
+        config: :class:`recshrink.export.onnx.OnnxExportConfig` (onnx),
+            :class:`recshrink.export.tensorrt.TensorRTConfig` (tensorrt) or
+            :class:`recshrink.export.retrieval.RetrievalConfig` (ann; default: the index for
+            the catalogue's size).
         item_ids, popular, steps: Override what is read from the model directory or ``data``.
         device: AOTInductor target device.
         k: Items per user in an AOTInductor graph.
@@ -133,11 +139,16 @@ def export(
     if format == "aoti":
         export_aoti(m, path, k=k, device=device, item_ids=ids, popular=popular)
         return {"format": "aoti", "path": str(path), "bytes": path.stat().st_size}
-    if format != "onnx":
-        raise RecshrinkError(f"export: unknown format {format!r} (onnx, aoti, tensorrt)")
+    if format not in ("onnx", "ann"):
+        raise RecshrinkError(f"export: unknown format {format!r} (onnx, aoti, tensorrt, ann)")
     if data is None and split is None:
         raise RecshrinkError("export: ONNX export is validated on the data's validation "
                              "histories: give data=")  # fmt: skip
+    if format == "ann":
+        rcfg = config if isinstance(config, RetrievalConfig) else RetrievalConfig()
+        hist = as_split(data, split, m.max_len).valid.histories
+        return export_retrieval(m, path, histories=hist, item_ids=ids, popular=popular,
+                                steps=steps, config=rcfg)  # fmt: skip
     cfg = config if isinstance(config, OnnxExportConfig) else OnnxExportConfig(full_scores=True)
     return export_checked(m, path, as_split(data, split, m.max_len), steps=steps, item_ids=ids,
                           popular=popular, cfg=cfg)  # fmt: skip

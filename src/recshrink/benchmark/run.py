@@ -22,6 +22,7 @@ from recshrink.export.artifacts import artifact_kind
 from recshrink.export.backends import (
     BACKENDS, Backend, is_foreign, open_backend, own_backends, scores_backend,
 )  # fmt: skip
+from recshrink.export.retrieval import artifact_size as retrieval_size
 from recshrink.models.io import artifact_bytes
 from recshrink.teachers import open_model
 from recshrink.teachers.protocol import ScoresTeacher
@@ -41,15 +42,17 @@ def _params(path: Path, foreign: bool) -> int | None:
     kind = artifact_kind(path)
     if kind == "checkpoint" and not foreign:
         return open_model(path)[0].num_params()
-    if kind == "onnx":
+    if kind in ("onnx", "retrieval"):  # a retrieval index holds a copy of the encoder's table
         import onnx
 
-        proto = onnx.load(str(path))
+        proto = onnx.load(str(path / "encoder.onnx" if kind == "retrieval" else path))
         return int(sum(np.prod(t.dims) for t in proto.graph.initializer))
     return None
 
 
 def _artifact_bytes(path: Path) -> int:
+    if artifact_kind(path) == "retrieval":  # its encoder graph and its index
+        return retrieval_size(path)
     if path.is_dir():  # weights only (configs, id maps and training state are not the model)
         w = path / "model.safetensors"
         return w.stat().st_size if w.is_file() else artifact_bytes(path)
@@ -145,7 +148,10 @@ def run_benchmark(
                            "bytes": _artifact_bytes(path), "params": _params(path, foreign),
                            "latency_us": {device: {}}, "throughput": {device: {}}, "memory": {}}
             own = own_backends(path, foreign)
-            runs = list(own) if foreign else [b for b in backends if b in own]
+            # a foreign teacher and a retrieval artifact run on their one runtime, whatever
+            # backends were asked for
+            single = foreign or artifact_kind(path) == "retrieval"
+            runs = list(own) if single else [b for b in backends if b in own]
         else:
             entry, runs = _object_entry(obj, device), [obj.runtime]
         quality_done = False

@@ -20,6 +20,7 @@ from recshrink.compress.quantize import OnnxQuantConfig
 from recshrink.entries import comparison_entry
 from recshrink.errors import RecshrinkError
 from recshrink.export.onnx import OnnxExportConfig
+from recshrink.export.ann_index import CODES, INDEXES, RetrievalConfig
 from recshrink.export.tensorrt import TensorRTConfig, opt_length
 from recshrink.fsutil import write_json
 from recshrink.teachers import open_model
@@ -167,10 +168,34 @@ def quantize_cmd(model_path, mode, calibration, per_channel, op_types, threads, 
 @click.option("--min-agreement", type=float, default=_ONNX.min_agreement, show_default=True,
               help="Fail below this top-10 agreement with PyTorch (fp32 ONNX).")
 @click.option("--device", default="cpu", show_default=True, help="AOTInductor target device.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output file.")
-def export_cmd(model_path, target, quantized, precision, k, slim, min_agreement, device, out,
-               **kw) -> None:  # fmt: skip
-    """Export a model: ONNX (validated against PyTorch), a TensorRT engine, or an AOTInductor package."""
+@click.option("--retrieval", type=click.Choice(["graph", "ann"]), default="graph",
+              show_default=True, help="graph: the catalogue scored inside the graph (exact); "
+              "ann: a directory with the user encoder (ONNX) and a FAISS item index.")  # fmt: skip
+@click.option("--index", "index_kind", type=click.Choice(INDEXES), default="auto",
+              show_default=True, help="Item index of --retrieval ann (auto: by catalogue size).")
+@click.option("--codes", type=click.Choice(CODES), default="auto", show_default=True,
+              help="Vectors stored by the index (int8: scalar-quantized; pq: IVF-PQ's codes).")
+@click.option("--index-arg", "index_args", multiple=True, metavar="KEY=VALUE",
+              help="Index setting (repeatable), e.g. --index-arg ef_search=128 --index-arg "
+                   "nprobe=32 --index-arg min_recall=0.95.")  # fmt: skip
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Output file (a directory for --retrieval ann).")
+def export_cmd(model_path, target, quantized, precision, k, slim, min_agreement, device, retrieval,
+               index_kind, codes, index_args, out, **kw) -> None:  # fmt: skip
+    """Export a model: ONNX (validated against PyTorch), a TensorRT engine, an AOTInductor
+    package, or a retrieval artifact (user encoder plus approximate-nearest-neighbour index)."""
+    if retrieval == "ann":
+        check_out(out, "dir")
+        try:
+            rcfg = RetrievalConfig(index=index_kind, codes=codes,
+                                   **key_values(index_args, "--index-arg"))  # fmt: skip
+        except (TypeError, ValueError) as exc:
+            raise RecshrinkError(f"--index-arg: {exc}") from None
+        model, meta, ds, split = _load_with_data(model_path, kw)
+        info = export(model_path, out, "ann", data=ds, split=split, config=rcfg)
+        write_json(out.with_name(out.name + ".export.json"), info)
+        click.echo(json.dumps(info))
+        return
     check_out(out, "file")
     if target == "tensorrt":
         if model_path.suffix != ".onnx":

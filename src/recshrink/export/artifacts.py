@@ -1,8 +1,10 @@
 """What a model artifact is, and the files that sit beside it.
 
 Kinds (:func:`artifact_kind`, the one suffix dispatch): ``.onnx`` -> ``"onnx"``,
-``.engine``/``.plan`` -> ``"engine"`` (TensorRT), ``.pt2`` -> ``"pt2"`` (AOTInductor), anything
-else (a model directory, ``.pt``) -> ``"checkpoint"``.
+``.engine``/``.plan`` -> ``"engine"`` (TensorRT), ``.pt2`` -> ``"pt2"`` (AOTInductor), a
+directory holding ``retrieval.json`` -> ``"retrieval"`` (user encoder plus item index,
+:mod:`recshrink.export.retrieval`), anything else (a model directory, ``.pt``) ->
+``"checkpoint"``.
 
 Sidecars: ``<name>.items.json`` holds the raw item ids and the most popular items of an
 exported artifact (:func:`write_sidecar`, :func:`read_id_map`); ``<name>.meta.json`` holds
@@ -20,12 +22,16 @@ from pathlib import Path
 from recshrink.errors import RecshrinkError
 from recshrink.fsutil import atomic_write_text
 
-KINDS = ("onnx", "engine", "pt2", "checkpoint")
+KINDS = ("onnx", "engine", "pt2", "retrieval", "checkpoint")
+RETRIEVAL_MANIFEST = "retrieval.json"  # marks a retrieval artifact directory
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin")  # besides model directories
 
 
 def artifact_kind(path: str | Path) -> str:
-    """``"onnx"``, ``"engine"``, ``"pt2"`` or ``"checkpoint"``, from the file suffix."""
+    """``"onnx"``, ``"engine"``, ``"pt2"``, ``"retrieval"`` or ``"checkpoint"``, from the file
+    suffix (a retrieval artifact: the directory's manifest)."""
+    if (Path(path) / RETRIEVAL_MANIFEST).is_file():
+        return "retrieval"
     s = Path(path).suffix.lower()
     if s == ".onnx":
         return "onnx"

@@ -7,6 +7,9 @@ artifact_kind`) on one of :data:`BACKENDS`:
   GPU), ``torch-compile`` (``torch.compile``), ``torch-cudagraph`` (CUDA-graph replay per batch
   size and sequence-length bucket);
 * ``.onnx``: ``onnxruntime``; ``.pt2``: ``aoti``; ``.engine``/``.plan``: ``tensorrt``;
+* a retrieval artifact (user encoder plus item index, :mod:`recshrink.export.retrieval`):
+  ``ann`` (the encoder in ONNX Runtime, the index in FAISS, history items dropped after an
+  over-fetch);
 * a foreign teacher (an ONNX graph recshrink did not export, a ``torch.export`` program, or a
   :class:`~recshrink.teachers.protocol.ScoresTeacher` object, :func:`scores_backend`): its own
   runtime only (ONNX Runtime; the program's module in eager PyTorch), its scores, history
@@ -32,6 +35,7 @@ from recshrink.export.artifacts import CHECKPOINT_SUFFIXES, artifact_kind, read_
 from recshrink.export.onnx import (
     ServingHead, fixed_len_of, onnx_metadata, onnx_scorer, ort_session, trim_for_graph,
 )  # fmt: skip
+from recshrink.export.retrieval import AnnSearcher
 from recshrink.export.tensorrt import TensorRTRunner, tensorrt_scorer
 from recshrink.teachers import is_recbole_checkpoint, open_model, open_teacher
 from recshrink.teachers.checkpoint import read_checkpoint
@@ -40,13 +44,14 @@ from recshrink.teachers.program import is_export_program
 from recshrink.teachers.protocol import ScoresTeacher
 from recshrink.train.evaluate import ScoreFn, model_scorer
 
-BACKENDS = ("torch", "torch-compile", "torch-cudagraph", "onnxruntime", "aoti", "tensorrt")
+BACKENDS = ("torch", "torch-compile", "torch-cudagraph", "onnxruntime", "aoti", "tensorrt", "ann")
 GPU_ONLY = ("torch-cudagraph", "tensorrt")
 KIND_BACKENDS = {  # the backends that run each artifact kind, its default first
     "checkpoint": ("torch", "torch-compile", "torch-cudagraph"),
     "onnx": ("onnxruntime",),
     "pt2": ("aoti",),
     "engine": ("tensorrt",),
+    "retrieval": ("ann",),
 }
 
 # a foreign teacher's own runtime (a checkpoint: a RecBole model without a native conversion)
@@ -179,6 +184,8 @@ def open_backend(path: str | Path, backend: str | None = None, *, device: str = 
         return _tensorrt_backend(p)
     if backend == "aoti":
         return _aoti_backend(p, device)
+    if backend == "ann":
+        return _ann_backend(p, threads, k)
     return _torch_backend(p, backend, device, threads, dtype, k)
 
 
@@ -221,6 +228,9 @@ def _onnx_backend(path: Path, threads: int | None) -> Backend:
         first = str(exc).splitlines()[0][:200]
         raise RecshrinkError(f"{path}: not a loadable ONNX model: {first}") from None
     outputs = [o.name for o in sess.get_outputs()]
+    if outputs == ["user"]:
+        raise RecshrinkError(f"{path}: a user encoder without its item index: open the "
+                             "retrieval directory it belongs to")  # fmt: skip
     if "ids" not in outputs:
         raise RecshrinkError(f"{path}: not a recshrink export (no 'ids' output)")
     graph_k = int(meta.get("k", "10"))
@@ -243,6 +253,16 @@ def _onnx_backend(path: Path, threads: int | None) -> Backend:
                    _host, call, scorer=onnx_scorer(path, session=sess),
                    fixed_len=fixed_len_of(meta), meta=meta,
                    info={"provider": "CPUExecutionProvider", "threads": threads})  # fmt: skip
+
+
+def _ann_backend(path: Path, threads: int | None, k: int) -> Backend:
+    """A retrieval artifact: ``call`` is the whole serving path (encoder, index search with
+    over-fetch, history items dropped), ``scorer`` measures quality through the index."""
+    ann = AnnSearcher(path, threads)
+    kk = min(k, ann.num_items)
+    return Backend("ann", "retrieval", path, ann.num_items, ann.max_len, ann.run, _host,
+                   lambda h: ann.run(h, kk), scorer=ann.score, fixed_len=ann.fixed_len,
+                   meta=ann.meta, info=ann.info, own_id_map=ann.id_map)  # fmt: skip
 
 
 def _tensorrt_backend(path: Path) -> Backend:

@@ -48,6 +48,9 @@ class OnnxExportConfig:
         validate_users: Test histories used for validation (0 = skip validation).
         slim: Simplify the graph with ``onnxslim`` (``pip install 'recshrink[slim]'``) after
             the export's own optimisation; metadata, dynamic dims and INT8 weights are kept.
+        head: ``"topk"`` (the serving head: scores over the catalogue, history masking and
+            top-K inside the graph) or ``"user"`` (the user encoder alone: histories -> user
+            vectors ``[B, D]``, output ``user``, no catalogue inside; for retrieval artifacts).
     """
 
     k: int = 10
@@ -57,8 +60,11 @@ class OnnxExportConfig:
     min_agreement: float = 0.99
     validate_users: int = 2000
     slim: bool = False
+    head: str = "topk"
 
     def __post_init__(self) -> None:
+        if self.head not in ("topk", "user"):
+            raise ValueError(f"head must be 'topk' or 'user', got {self.head!r}")
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if self.opset < 17:
@@ -96,6 +102,18 @@ class ServingHead(nn.Module):
         if self.full_scores:
             return top, ids, scores
         return top, ids
+
+
+class UserHead(nn.Module):
+    """The user encoder alone: histories ``[B, L]`` -> user vectors ``[B, D]`` (what a
+    retrieval artifact serves; the item index scores them)."""
+
+    def __init__(self, model: SeqRecModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(seq)  # [B, D]
 
 
 def _input_dims(model_proto) -> list:
@@ -153,11 +171,14 @@ def export_onnx(
     if fresh_process:
         return _export_in_fresh_process(model, Path(path), cfg, metadata)
     model = model.eval().cpu()
-    head = ServingHead(model, min(cfg.k, model.num_items), cfg.mask_history, cfg.full_scores)
+    if cfg.head == "user":
+        head, outputs = UserHead(model), ["user"]
+    else:
+        head = ServingHead(model, min(cfg.k, model.num_items), cfg.mask_history, cfg.full_scores)
+        outputs = ["scores", "ids"] + (["all_scores"] if cfg.full_scores else [])
     max_len = max(model.max_len, 3)
     example = torch.randint(1, model.num_items + 1, (3, max_len))
     example[0, : max_len // 2] = 0
-    outputs = ["scores", "ids"] + (["all_scores"] if cfg.full_scores else [])
     out = Path(path)
     try:
         with warnings.catch_warnings():
@@ -197,7 +218,8 @@ def export_onnx(
         meta = {
             "recshrink_version": __version__, "arch": model.arch,
             "num_items": str(model.num_items), "max_len": str(model.max_len), "padding_id": "0",
-            "k": str(head.k), "mask_history": str(cfg.mask_history).lower(),
+            **({"k": str(head.k), "mask_history": str(cfg.mask_history).lower()}
+               if cfg.head == "topk" else {"dim": str(model.dim)}),
             "outputs": ",".join(outputs),
             **({"fixed_len": str(fixed_len)} if fixed_len else {}),
             **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()},
