@@ -72,7 +72,8 @@ def test_recipe_compression_stages_and_gate(tmp_path):
                      "config": {"ratio": 0.5, "recover": "finetune"},
                      "train": {"epochs": 1, "batch_size": 32, "num_negatives": 16}}]
     raw["quantize"] = [{"name": "g_int8", "model": "g_kd", "bits": 8}]
-    raw["export"] = {"models": ["g_kd", "g_int8"], "quantize": ["fp16"]}
+    raw["export"] = {"models": ["g_kd", "g_int8"], "quantize": ["fp16"],
+                     "retrieval": {"index": "flat", "recall_users": 50}}
     raw["benchmark"] = {"batches": [1, 4], "budget_s": 0.02}
     report = run_recipe(parse_recipe(raw), tmp_path, progress=False)
     m = report["models"]
@@ -89,6 +90,12 @@ def test_recipe_compression_stages_and_gate(tmp_path):
     assert m["g_int8"]["export"]["trt_compatible"]  # the INT8 table is DequantizeLinear
     assert "torch" in m["t"]["latency_us"]["cpu"] and "1" in m["t"]["latency_us"]["cpu"]["torch"]
     assert "g_kd.onnx" in exp["benchmark"]
+    # the retrieval artifact: exact (flat) index, so the same quality as the exact graph
+    assert exp["retrieval"]["recall@10"] == 1.0 and exp["retrieval"]["index"] == "Flat,fp32"
+    bench = json.loads((tmp_path / "benchmark.json").read_text())["models"]
+    assert bench["g_kd.ann"]["kind"] == "retrieval"
+    assert bench["g_kd.ann"]["metrics"]["ndcg@10"] == pytest.approx(
+        bench["g_kd.onnx"]["metrics"]["ndcg@10"], abs=1e-6)  # fmt: skip
     for f in ("report.json", "report.md", "pareto.png", "benchmark.json"):
         assert (tmp_path / f).is_file(), f
     # a gate the student cannot pass stops the run with one clear error

@@ -216,3 +216,12 @@ def test_a_scores_only_teacher_in_a_recipe_is_refused_before_any_work(tmp_path):
     with pytest.raises(RecipeError, match=r"r\.yaml: teacher\.load: .*t\.onnx: an ONNX graph or "
                                           r"torch\.export program is a scores-only teacher"):
         load_recipe(write(tmp_path, "teacher: {load: t.onnx}\n"))
+
+
+def test_export_retrieval_settings_checked_before_any_work():
+    ok = invoke("recipe", "validate", QUICKSTART, "--set", "export.retrieval={index: hnsw, ef_search: 128}")
+    assert ok.exit_code == 0, ok.output
+    assert_user_error(invoke("recipe", "validate", QUICKSTART, "--set", "export.retrieval={ef: 3}"),
+                      "export.retrieval", "'ef'")  # fmt: skip
+    assert_user_error(invoke("recipe", "validate", QUICKSTART, "--set",
+                             "export.retrieval={index: annoy}"), "export.retrieval", "annoy")  # fmt: skip

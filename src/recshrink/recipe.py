@@ -15,6 +15,7 @@ from pydantic import (
 from recshrink.compress.distill import DistillConfig
 from recshrink.compress.prune import PruneConfig
 from recshrink.api.data import load_data, synthetic
+from recshrink.export.ann_index import RetrievalConfig
 from recshrink.export.backends import BACKENDS
 from recshrink.data.dataset import InteractionData
 from recshrink.data.loaders import kcore_filter
@@ -208,6 +209,19 @@ class ExportSpec(_Strict):
     quantize: list[Literal["dynamic", "static", "fp16"]] = Field(default_factory=list)
     tensorrt: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=list)
     slim: bool = False  # simplify each graph with onnxslim (the `slim` extra)
+    # also a retrieval artifact <name>.ann (user encoder + FAISS index; the `ann` extra), e.g.
+    # {index: hnsw, ef_search: 128}; {} = the index for the catalogue's size
+    retrieval: dict[str, Any] | None = None
+
+    @field_validator("retrieval")
+    @classmethod
+    def _retrieval(cls, v: dict | None) -> dict | None:
+        if v is not None:
+            try:
+                RetrievalConfig(**v)
+            except TypeError as exc:  # an unknown key
+                raise ValueError(str(exc).replace("RetrievalConfig.__init__() ", "")) from None
+        return v
 
 
 class BenchmarkSpec(_Strict):

@@ -12,6 +12,7 @@ from recshrink.data.dataset import InteractionData
 from recshrink.data.split import Split
 from recshrink.entries import model_entry
 from recshrink.errors import RecshrinkError
+from recshrink.export.ann_index import RetrievalConfig
 from recshrink.export.onnx import OnnxExportConfig
 from recshrink.export.tensorrt import TensorRTConfig, opt_length
 from recshrink.fsutil import write_json
@@ -147,6 +148,12 @@ def export_stage(recipe: Recipe, data: InteractionData, split: Split, out: Path,
                 timing_cache=str(out / "export" / "timing.cache")))  # fmt: skip
             info.setdefault("tensorrt", {})[precision] = {k: built[k] for k in ("path", "bytes")}
             exported.append((f"{name}.{precision}.engine", engine))
+        if recipe.export.retrieval is not None:
+            apath = out / "export" / f"{name}.ann"
+            info["retrieval"] = export(model, apath, "ann", data=data, split=split,
+                                       config=RetrievalConfig(**recipe.export.retrieval),
+                                       item_ids=data.item_ids, popular=popular, steps=steps)  # fmt: skip
+            exported.append((f"{name}.ann", apath))
         report["models"][name]["export"] = info
         write_json(out / "report.json", report)
     return exported

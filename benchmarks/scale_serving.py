@@ -1,0 +1,97 @@
+"""Serving cost against catalogue size: the exact artifact (catalogue scored in the graph, top-K in
+ONNX Runtime) against the retrieval artifact (user encoder in ONNX Runtime + FAISS index) of the
+same model, both through recshrink's benchmark timer (``time_runner``: 8 distinct batches per
+size, warm-up, p50/p99), one thread.
+
+Serving cost only: the model is freshly initialised (a call's cost does not depend on the
+weights; the index's recall does, so the recall printed here, on random Gaussian item vectors,
+is a worst case and not a quality number: issue 19's NDCG comparison needs a trained student).
+
+    .venv/bin/python benchmarks/scale_serving.py --items 10000 100000 1000000 --out runs/scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from recshrink.benchmark.run import time_runner  # noqa: E402
+from recshrink.export.backends import open_backend  # noqa: E402
+from recshrink.export.onnx import OnnxExportConfig, export_onnx  # noqa: E402
+from recshrink.export.retrieval import RetrievalConfig, export_retrieval  # noqa: E402
+from recshrink.models import build_model  # noqa: E402
+
+
+def histories(n_items: int, users: int, max_len: int, seed: int) -> np.ndarray:
+    """Left-padded random histories of 5..max_len items: ``[users, max_len]``."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((users, max_len), dtype=np.int64)
+    for u in range(users):
+        n = int(rng.integers(5, max_len + 1))
+        out[u, max_len - n:] = rng.integers(1, n_items + 1, n)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--items", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--model", default="gru", help="builder (default gru: the GRU student's shape)")
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--max-len", type=int, default=50)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 256])
+    ap.add_argument("--budget", type=float, default=2.0)
+    ap.add_argument("--index", default="auto")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in args.items:
+        torch.manual_seed(0)
+        model = build_model(args.model, n, dim=args.dim, max_len=args.max_len).eval()
+        hist = histories(n, 2048, args.max_len, seed=n)
+        ids = [str(i) for i in range(1, n + 1)]
+        exact = args.out / f"exact_{n}.onnx"
+        t0 = time.perf_counter()
+        if not exact.is_file():
+            export_onnx(model, exact, OnnxExportConfig(k=10))
+        exact_s = time.perf_counter() - t0
+        ann = args.out / f"ann_{n}"
+        t0 = time.perf_counter()
+        info = export_retrieval(model, ann, histories=hist[:1000], item_ids=ids, popular=[],
+                                steps=[], config=RetrievalConfig(index=args.index, min_recall=0.0,
+                                                                 threads=1))  # fmt: skip
+        ann_s = time.perf_counter() - t0
+        row = {"items": n, "dim": args.dim, "model": args.model, "exact_export_s": round(exact_s, 1),
+               "ann_export_s": round(ann_s, 1), "ann": info}
+        for label, path in (("exact", exact), ("ann", ann)):
+            runner = open_backend(path, threads=1)
+            lat, thr = time_runner(runner, hist, args.batches, args.budget)
+            row[label] = {"p50_us": {b: round(lat[str(b)]["p50"], 1) for b in args.batches},
+                          "p99_us": {b: round(lat[str(b)]["p99"], 1) for b in args.batches},
+                          "users_per_s": {b: round(thr[str(b)], 1) for b in args.batches},
+                          "bytes": (path.stat().st_size if path.is_file() else info["bytes"])}
+            del runner
+        row["speedup_p50@1"] = round(row["exact"]["p50_us"][args.batches[0]]
+                                     / row["ann"]["p50_us"][args.batches[0]], 2)  # fmt: skip
+        row["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        rows.append(row)
+        print(json.dumps({k: row[k] for k in ("items", "speedup_p50@1")}
+                         | {"exact": row["exact"], "ann": row["ann"],
+                            "index": info["index"], "recall@10": info["recall@10"],
+                            "build_s": info["build_s"]}), flush=True)  # fmt: skip
+        (args.out / "scale_serving.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
