@@ -129,6 +129,33 @@ def test_cache_rows_match_teacher(trained):
     assert batch["kd_negatives"].shape == (4,)
 
 
+def test_cache_top_m_is_built_in_bounded_score_blocks(trained, monkeypatch):
+    import recshrink.compress.teacher_cache as tc
+
+    data, split, teacher = trained
+    windows = training_pairs(split.train, 15)[:40]
+    whole = build_teacher_cache(teacher, windows, top_m=5)
+    n = data.num_items + 1
+    assert tc.chunk_rows(data.num_items, 3 * n) == 3 and tc.chunk_rows(10**6, 10) == 1
+    widths = []
+    real = teacher.score_vectors
+
+    def spy(h):
+        widths.append(h.shape[0])
+        return real(h)
+
+    monkeypatch.setattr(tc, "MAX_SCORE_ELEMS", 3 * n)  # at most 3 rows of N + 1 scores at once
+    monkeypatch.setattr(teacher, "score_vectors", spy)
+    with torch.inference_mode():
+        v, i = tc.top_m_chunked(teacher.score_vectors, torch.randn(10, 32), 5, data.num_items,
+                                max_elems=3 * n)  # fmt: skip
+    assert widths == [3, 3, 3, 1] and v.shape == i.shape == (10, 5)
+    blocked = build_teacher_cache(teacher, windows, top_m=5)
+    assert max(widths[4:]) <= 3  # the default block size followed the patched limit
+    assert torch.equal(blocked["top_ids"], whole["top_ids"])
+    assert torch.equal(blocked["top_logits"], whole["top_logits"])
+
+
 def test_pca_init_keeps_neighbours(trained):
     data, _, teacher = trained
     student = build_model("gru", data.num_items, dim=8, max_len=15)

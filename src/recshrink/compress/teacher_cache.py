@@ -8,6 +8,7 @@ reused by every student and every epoch (see :mod:`recshrink.compress.distill`).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,31 @@ def window_offsets(windows: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum([len(w) - 1 for w in windows])]).astype(np.int64)
 
 
+MAX_SCORE_ELEMS = 1 << 26  # largest [rows x N] score block held at once (256 MiB in fp32)
+
+
+def chunk_rows(num_items: int, max_elems: int | None = None) -> int:
+    """Rows per score block so that a ``[rows, N + 1]`` block stays under ``max_elems``
+    (default :data:`MAX_SCORE_ELEMS`)."""
+    return max(1, (max_elems or MAX_SCORE_ELEMS) // (num_items + 1))
+
+
+def top_m_chunked(score: Callable[[torch.Tensor], torch.Tensor], h: torch.Tensor, m: int, num_items: int,
+                  max_elems: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """``torch.topk(score(h), m)`` over row blocks: the ``[rows, N + 1]`` score matrix is never
+    held whole, so the cache of a 1M-item catalogue costs one block of memory, not
+    positions x N."""
+    step = chunk_rows(num_items, max_elems)
+    vals, ids = [], []
+    for i in range(0, len(h), step):
+        v, j = torch.topk(score(h[i : i + step]), m, dim=-1)  # [b, M]
+        vals.append(v)
+        ids.append(j)
+    if not vals:
+        return torch.zeros(0, m), torch.zeros(0, m, dtype=torch.long)
+    return torch.cat(vals), torch.cat(ids)
+
+
 @torch.inference_mode()
 def build_prefix_cache(
     teacher: torch.nn.Module,
@@ -56,6 +82,7 @@ def build_prefix_cache(
     top_logits = torch.zeros(total, m, dtype=torch.float16)
     prefixes = [w[: j + 1] for w in windows for j in range(len(w) - 1)]  # row order = cache order
     width = teacher.max_len
+    batch_size = min(batch_size, chunk_rows(teacher.num_items))  # one [b, N + 1] block at a time
     bar = tqdm(total=total, desc="teacher cache (prefixes)", disable=not progress, leave=False)
     for i in range(0, total, batch_size):
         inp = torch.from_numpy(pad_left([p[-width:] for p in prefixes[i : i + batch_size]], width))
@@ -97,7 +124,7 @@ def build_teacher_cache(
         inp = torch.from_numpy(pad_left([windows[r][:-1] for r in rows], width)).to(device)
         h = teacher.forward_all(inp)[inp > 0]  # [P_b, Dt], row-major = window order
         dest = torch.from_numpy(np.concatenate([np.arange(offsets[r], offsets[r + 1]) for r in rows]))
-        vals, ids = torch.topk(teacher.score_vectors(h), m, dim=-1)  # [P_b, M]
+        vals, ids = top_m_chunked(teacher.score_vectors, h, m, teacher.num_items)  # [P_b, M]
         vectors[dest] = h.cpu().half()
         top_ids[dest] = ids.cpu().int()
         top_logits[dest] = vals.cpu().half()
@@ -159,4 +186,5 @@ def cache_batch_hook(cache: dict[str, torch.Tensor], num_items: int, negatives: 
     return hook
 
 
-__all__ = ["build_prefix_cache", "build_teacher_cache", "cache_batch_hook", "teacher_cache", "window_offsets"]
+__all__ = ["build_prefix_cache", "build_teacher_cache", "cache_batch_hook", "chunk_rows",
+           "teacher_cache", "top_m_chunked", "window_offsets"]
