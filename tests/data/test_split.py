@@ -97,6 +97,27 @@ def test_synthetic_is_deterministic_and_records_shift():
         != a.fingerprint()
 
 
+def test_synthetic_zipf_catalogue_has_a_long_tail_and_scaled_categories():
+    cfg = SyntheticConfig(users=2000, items=20_000, popularity="zipf", items_per_category=500,
+                          chain_prob=0.0, seed=1)  # fmt: skip
+    d = synthetic(cfg)
+    assert len(d.attr_names) == 40 and d.num_items == 20_000  # 20,000 / 500 categories
+    counts = np.bincount(np.concatenate(d.sequences), minlength=20_001)[1:]
+    top = np.sort(counts)[::-1]
+    # one Zipf law over the catalogue: the top 1% of items take a large share, most items few
+    assert top[:200].sum() / counts.sum() > 0.35
+    assert (counts <= 1).mean() > 0.6
+    assert all(np.array_equal(x, y) for x, y in zip(d.sequences, synthetic(cfg).sequences))
+    flat = synthetic(SyntheticConfig(users=2000, items=20_000, categories=40, chain_prob=0.0,
+                                     seed=1))  # fmt: skip
+    flat_counts = np.sort(np.bincount(np.concatenate(flat.sequences), minlength=20_001)[1:])[::-1]
+    assert flat_counts[:200].sum() < top[:200].sum()
+    with pytest.raises(ValueError, match="items_per_category goes with popularity 'zipf'"):
+        SyntheticConfig(items_per_category=10)
+    with pytest.raises(ValueError, match="long_term must be in 1..categories"):
+        SyntheticConfig(items=100, popularity="zipf", items_per_category=50, long_term=3)
+
+
 def test_synthetic_config_validation():
     with pytest.raises(ValueError, match="min_len"):
         SyntheticConfig(min_len=2)

@@ -10,6 +10,8 @@ interest-shift / interest-stable report.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass
@@ -32,6 +34,13 @@ class SyntheticConfig:
         chain_prob: Probability that the next item follows the previous one's chain.
         test_shift_frac: Fraction of users whose test step is an interest switch.
         seed: Random seed; the same config always gives the same data.
+        popularity: ``"category"`` (Zipf-like weights inside each category, every category
+            equally popular) or ``"zipf"`` (a realistic catalogue: one Zipf law over the whole
+            catalogue with exponent ``zipf_exponent``, so a few head items take much of the
+            traffic and most items sit in a long tail; draws cost O(log N), for 1M items).
+        zipf_exponent: Exponent s of the catalogue-wide law (weight of rank r is r^-s).
+        items_per_category: With ``"zipf"``: categories scale with the catalogue, N / this
+            (overrides ``categories``).
     """
 
     users: int = 2000
@@ -44,16 +53,29 @@ class SyntheticConfig:
     chain_prob: float = 0.6
     test_shift_frac: float = 0.3
     seed: int = 0
+    popularity: Literal["category", "zipf"] = "category"
+    zipf_exponent: float = 1.0
+    items_per_category: int | None = None
 
     def __post_init__(self) -> None:
+        if self.zipf_exponent < 0:
+            raise ValueError(f"zipf_exponent must be >= 0, got {self.zipf_exponent}")
+        if self.items_per_category is not None:
+            if self.popularity != "zipf":
+                raise ValueError("items_per_category goes with popularity 'zipf'")
+            if not 1 <= self.items_per_category <= self.items // 2:
+                raise ValueError(f"items_per_category must be in 1..items/2, got "
+                                 f"{self.items_per_category}")  # fmt: skip
         if self.users < 1 or self.items < 2 or self.categories < 2:
             raise ValueError("synthetic data needs users >= 1, items >= 2, categories >= 2")
         if self.items < self.categories:
             raise ValueError(f"items ({self.items}) must be >= categories ({self.categories})")
         if not 3 <= self.min_len <= self.max_len:
             raise ValueError(f"need 3 <= min_len <= max_len, got {self.min_len}, {self.max_len}")
-        if not 1 <= self.long_term <= self.categories:
-            raise ValueError(f"long_term must be in 1..categories, got {self.long_term}")
+        cats = (max(2, self.items // self.items_per_category) if self.items_per_category
+                else self.categories)  # fmt: skip
+        if not 1 <= self.long_term <= cats:
+            raise ValueError(f"long_term must be in 1..categories ({cats}), got {self.long_term}")
         for name in ("switch_prob", "chain_prob", "test_shift_frac"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -73,13 +95,19 @@ def synthetic(config: SyntheticConfig | None = None) -> InteractionData:
     cfg = config or SyntheticConfig()
     rng = np.random.default_rng(cfg.seed)
     n, c = cfg.items, cfg.categories
+    if cfg.items_per_category:
+        c = max(2, n // cfg.items_per_category)
     item_cat = np.arange(n) % c  # item i (0-based) belongs to category i % C
     members = [np.flatnonzero(item_cat == k) for k in range(c)]
-    # popularity within a category: Zipf-like weights over a random order
-    pop = []
-    for m in members:
-        w = 1.0 / (1.0 + rng.permutation(len(m)))
-        pop.append(w / w.sum())
+    if cfg.popularity == "zipf":  # one law over the catalogue: rank r has weight r^-s
+        weight = (1.0 + rng.permutation(n)) ** -cfg.zipf_exponent  # [N]
+        cum = [np.cumsum(weight[m]) for m in members]
+        pop = None
+    else:  # popularity within a category: Zipf-like weights over a random order
+        pop = []
+        for m in members:
+            w = 1.0 / (1.0 + rng.permutation(len(m)))
+            pop.append(w / w.sum())
     # a successor for every item inside its category (a random cycle per category)
     succ = np.empty(n, dtype=np.int64)
     for m in members:
@@ -89,6 +117,9 @@ def synthetic(config: SyntheticConfig | None = None) -> InteractionData:
     def draw(cat: int, prev: int | None) -> int:
         if prev is not None and item_cat[prev] == cat and rng.random() < cfg.chain_prob:
             return int(succ[prev])
+        if pop is None:  # O(log N): inverse CDF over the category's cumulative weights
+            k = int(np.searchsorted(cum[cat], rng.random() * cum[cat][-1], side="right"))
+            return int(members[cat][min(k, len(members[cat]) - 1)])
         return int(rng.choice(members[cat], p=pop[cat]))
 
     def switch(cur: int, long_term: np.ndarray) -> int:
