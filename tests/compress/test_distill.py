@@ -1,3 +1,4 @@
+import importlib
 import math
 
 import numpy as np
@@ -131,12 +132,13 @@ def test_cache_rows_match_teacher(trained):
 
 def test_cache_top_m_is_built_in_bounded_score_blocks(trained, monkeypatch):
     import recshrink.compress.teacher_cache as tc
+    metrics = importlib.import_module("recshrink.train.evaluate")
 
     data, split, teacher = trained
     windows = training_pairs(split.train, 15)[:40]
     whole = build_teacher_cache(teacher, windows, top_m=5)
     n = data.num_items + 1
-    assert tc.chunk_rows(data.num_items, 3 * n) == 3 and tc.chunk_rows(10**6, 10) == 1
+    assert metrics.chunk_rows(data.num_items, 3 * n) == 3 and metrics.chunk_rows(10**6, 10) == 1
     widths = []
     real = teacher.score_vectors
 
@@ -144,7 +146,7 @@ def test_cache_top_m_is_built_in_bounded_score_blocks(trained, monkeypatch):
         widths.append(h.shape[0])
         return real(h)
 
-    monkeypatch.setattr(tc, "MAX_SCORE_ELEMS", 3 * n)  # at most 3 rows of N + 1 scores at once
+    monkeypatch.setattr(metrics, "MAX_SCORE_ELEMS", 3 * n)  # at most 3 rows of N + 1 scores at once
     monkeypatch.setattr(teacher, "score_vectors", spy)
     with torch.inference_mode():
         v, i = tc.top_m_chunked(teacher.score_vectors, torch.randn(10, 32), 5, data.num_items,

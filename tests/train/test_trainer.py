@@ -177,3 +177,25 @@ def test_evaluate_ranks_in_user_order(tiny):
     assert ranks[0] == int((scores > scores[target]).sum())
     # and its top items: the 20 best scores, best first
     assert users.top[0].tolist() == torch.topk(scores, 20).indices.tolist()
+
+
+def test_evaluate_keeps_score_blocks_bounded(monkeypatch):
+    import importlib
+
+    ev = importlib.import_module("recshrink.train.evaluate")
+    data = synthetic(SyntheticConfig(users=120, items=60, categories=6, max_len=10))
+    split = leave_one_out(data, 10)
+    torch.manual_seed(0)
+    model = build_model("gru", data.num_items, dim=8, max_len=10).eval()
+    whole = ev.evaluate(ev.model_scorer(model), split.test)
+    rows = []
+    real = ev.model_scorer(model)
+
+    def score(h):
+        rows.append(len(h))
+        return real(h)
+
+    monkeypatch.setattr(ev, "MAX_SCORE_ELEMS", 16 * (data.num_items + 1))  # 16 users per block
+    blocked = ev.evaluate(score, split.test)
+    assert rows[0] == 1 and max(rows[1:]) == 16 and sum(rows[1:]) == 120
+    assert blocked == whole

@@ -20,6 +20,7 @@ from recshrink.data.split import pad_left
 from recshrink.fsutil import atomic_path
 from recshrink.models.base import SeqRecModel
 from recshrink.train.losses import sample_negatives
+from recshrink.train.evaluate import chunk_rows
 from recshrink.train.trainer import state_digest
 
 
@@ -36,20 +37,11 @@ def window_offsets(windows: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum([len(w) - 1 for w in windows])]).astype(np.int64)
 
 
-MAX_SCORE_ELEMS = 1 << 26  # largest [rows x N] score block held at once (256 MiB in fp32)
-
-
-def chunk_rows(num_items: int, max_elems: int | None = None) -> int:
-    """Rows per score block so that a ``[rows, N + 1]`` block stays under ``max_elems``
-    (default :data:`MAX_SCORE_ELEMS`)."""
-    return max(1, (max_elems or MAX_SCORE_ELEMS) // (num_items + 1))
-
-
 def top_m_chunked(score: Callable[[torch.Tensor], torch.Tensor], h: torch.Tensor, m: int, num_items: int,
                   max_elems: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """``torch.topk(score(h), m)`` over row blocks: the ``[rows, N + 1]`` score matrix is never
     held whole, so the cache of a 1M-item catalogue costs one block of memory, not
-    positions x N."""
+    positions x N (``max_elems``: :func:`recshrink.train.evaluate.chunk_rows`)."""
     step = chunk_rows(num_items, max_elems)
     vals, ids = [], []
     for i in range(0, len(h), step):
@@ -186,5 +178,5 @@ def cache_batch_hook(cache: dict[str, torch.Tensor], num_items: int, negatives: 
     return hook
 
 
-__all__ = ["build_prefix_cache", "build_teacher_cache", "cache_batch_hook", "chunk_rows",
-           "teacher_cache", "top_m_chunked", "window_offsets"]
+__all__ = ["build_prefix_cache", "build_teacher_cache", "cache_batch_hook", "teacher_cache",
+           "top_m_chunked", "window_offsets"]

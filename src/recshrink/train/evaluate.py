@@ -74,6 +74,15 @@ def shift_groups(eval_set: EvalSet, min_cases: int = MIN_GROUP_CASES) -> dict[st
     return {"shift": shift, "stable": stable}
 
 
+MAX_SCORE_ELEMS = 1 << 26  # largest [rows x N] score block held at once (256 MiB in fp32)
+
+
+def chunk_rows(num_items: int, max_elems: int | None = None) -> int:
+    """Rows per score block so that a ``[rows, N + 1]`` block stays under ``max_elems``
+    (default :data:`MAX_SCORE_ELEMS`)."""
+    return max(1, (max_elems or MAX_SCORE_ELEMS) // (num_items + 1))
+
+
 def evaluate(
     score_fn: ScoreFn,
     eval_set: EvalSet,
@@ -98,7 +107,8 @@ def evaluate(
             than half the items are left out (:func:`recshrink.interest.informative_attrs`).
         ks: Cut-offs.
         mask_history: Exclude items already in the history from the ranking.
-        batch_size: Users per scoring call.
+        batch_size: Users per scoring call (fewer where ``[users, N + 1]`` scores would pass
+            :data:`MAX_SCORE_ELEMS`, for large catalogues).
         per_user: Also return every user's target rank and top items (:class:`PerUser`).
         mask_scope: ``"full"`` masks the whole history before the target; ``"window"`` only
             the last ``max_len`` items the model sees.
@@ -118,6 +128,9 @@ def evaluate(
     kmax = max(ks)
     all_top = torch.zeros(len(eval_set.targets), kmax, dtype=torch.long)  # [U, K], user order
     order = np.argsort([int((h != 0).sum()) for h in eval_set.histories], kind="stable")
+    if len(order):  # one user tells the catalogue size: every [users, N + 1] block stays bounded
+        probe = score_fn(torch.from_numpy(trim_padding(eval_set.histories[order[:1]])))
+        batch_size = min(batch_size, chunk_rows(probe.shape[1] - 1))
     for i in range(0, len(order), batch_size):
         rows = order[i : i + batch_size]
         hist = trim_padding(eval_set.histories[rows])
