@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 RECSHRINK_DATA ?= ../shared/data
 export RECSHRINK_DATA
 
-.PHONY: demo test bench gpu-payload venv clean
+.PHONY: demo test bench scale gpu-payload venv clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/recshrink run recipes/beauty.yaml --out runs/beauty
 	$(BIN)/python benchmarks/update_docs.py runs/beauty/report.md --name beauty
+
+# Serving cost against catalogue size (issue 19): the exact artifact against the retrieval artifact
+# (user encoder + FAISS HNSW index) of the same freshly initialised GRU, 10k / 100k / 1M items, one
+# thread; runs/scale/scale_serving.json. The 1M index build takes ~15 min on one core.
+scale: $(STAMP)
+	$(BIN)/python benchmarks/scale_serving.py --items 10000 100000 1000000 --out runs/scale
 
 # Inputs of the GPU check (docs/benchmarks.md, "Running the GPU check"), from `make bench`'s run:
 # its teacher and students with real test histories in gpu_payload/, and the pydantic wheels the
