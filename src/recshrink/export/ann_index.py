@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from recshrink.compare import topk_overlap
 from recshrink.errors import RecshrinkError
 
 INDEXES = ("auto", "hnsw", "ivfpq", "flat")
@@ -162,9 +163,7 @@ def index_recall(index, users: np.ndarray, items: np.ndarray, k: int) -> float:
     if not len(users):
         return float("nan")
     _, got = index.search(np.ascontiguousarray(users, dtype=np.float32), k)  # [U, k]
-    want = exact_top(users, items, k)
-    hits = sum(len(set(g.tolist()) & set(w.tolist())) for g, w in zip(got, want))
-    return hits / (len(users) * k)
+    return topk_overlap(torch.from_numpy(got), torch.from_numpy(exact_top(users, items, k)))
 
 
 __all__ = ["CODES", "INDEXES", "RetrievalConfig", "build_index", "exact_top", "import_faiss",

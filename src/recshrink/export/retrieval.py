@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recshrink.compare import topk_overlap
 from recshrink.errors import RecshrinkError
 from recshrink.export.ann_index import (
     RetrievalConfig, import_faiss, build_index, exact_top, index_recall, set_search_params,
@@ -187,9 +188,8 @@ def _check_encoder(path: Path, model: SeqRecModel, hist: np.ndarray,
     u, r = np.concatenate(got), np.concatenate(ref)  # [U, D]
     bad = int((~np.isfinite(u)).any(axis=1).sum())
     k = min(10, len(items))
-    agree = (float(np.mean([len(set(a) & set(b)) / k for a, b in
-                            zip(exact_top(u, items, k).tolist(), exact_top(r, items, k).tolist())]))
-             if not bad else 0.0)  # fmt: skip
+    agree = 0.0 if bad else topk_overlap(torch.from_numpy(exact_top(u, items, k)),
+                                         torch.from_numpy(exact_top(r, items, k)))  # fmt: skip
     return u, {"users": len(u), "nonfinite": bad, "agreement@10": round(agree, 6),
                "max_abs_diff": float(np.abs(u - r).max()) if not bad else float("nan")}
 
