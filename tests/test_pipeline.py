@@ -98,6 +98,11 @@ def test_recipe_compression_stages_and_gate(tmp_path):
         bench["g_kd.onnx"]["metrics"]["ndcg@10"], abs=1e-6)  # fmt: skip
     for f in ("report.json", "report.md", "pareto.png", "benchmark.json"):
         assert (tmp_path / f).is_file(), f
+    # peak memory after each stage, non-decreasing (the peak up to that stage)
+    peaks = json.loads((tmp_path / "report.json").read_text())["peak_rss_bytes"]
+    assert list(peaks) == ["train", "compress", "export", "benchmark"]
+    seq = [p["process"] for p in peaks.values()]
+    assert seq == sorted(seq) and seq[0] > 50 * 2**20  # torch alone takes more than 50 MB
     # a gate the student cannot pass stops the run with one clear error
     raw2 = json.loads(json.dumps(TINY))
     raw2["baselines"] = []

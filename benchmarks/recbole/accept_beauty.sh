@@ -8,7 +8,10 @@
 #   bash benchmarks/recbole/accept_beauty.sh export pth
 #   bash benchmarks/recbole/accept_beauty.sh bench          # idle box: both teachers, both students
 #
-# MODEL (default CORE) names the teacher's run folder out/foreign/<MODEL>-beauty. The two distils
+# MODEL (default CORE) names the teacher's run folder out/foreign/<MODEL>-beauty. STUDENT (default
+# "gru_small --arg hidden=192") is the student's preset and arguments, TAG (default gru) the
+# prefix of its folders; choose the student's size by benchmarks/recbole/probe_students.py (speed
+# alone, on untrained weights) before distilling. The two distils
 # can run side by side (one thread each); the benchmark wants the machine to itself. The student
 # settings are recipes/beauty.yaml's GRU student without the parts a scores-only teacher cannot
 # give (alignment needs user vectors, PCA initialisation an item table).
@@ -20,33 +23,37 @@ D=$R/out/data/beauty/beauty.inter
 A=$R/out/accept
 E=$A/export
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+STUDENT="${STUDENT:-gru_small --arg hidden=192}"
+TAG="${TAG:-gru}"
 pth() { ls "$T"/"$MODEL"-*.pth | head -1; }
 
 case "${1:-}" in
 distill)
     if [ "$2" = onnx ]; then BIN=.venv/bin/recshrink; TEACH=$T/$MODEL.onnx
     else BIN=$R/.venv/bin/recshrink; TEACH=$(pth); fi
-    $BIN distill --teacher "$TEACH" --data $D --student gru_small --arg hidden=192 \
+    $BIN distill --teacher "$TEACH" --data $D --student $STUDENT \
         --loss sampled --negatives 1024 --lr 0.002 --patience 8 --lr-decay 0.3 --lr-patience 2 \
         --max-minutes "${MINUTES:-25}" --threads 1 \
         --kd gt_weight=0.5 --kd kd_weight=0.5 --kd temperature=1.0 --kd kd_scope=topm \
         --kd top_m=100 --kd kd_tail=weighted --kd rank_weight=0.3 \
-        --cache-dir $A/cache_"$2" --out $A/gru_"$2" --no-progress
+        --cache-dir $A/cache_"$2" --out $A/"$TAG"_"$2" --no-progress
     ;;
 export)
-    S=$A/gru_$2; mkdir -p $E
-    .venv/bin/recshrink export --model "$S" --data $D --out $E/gru_"$2".onnx
-    .venv/bin/recshrink export --model "$S" --data $D --out $E/gru_"$2".dynamic.onnx --quantized dynamic
-    .venv/bin/recshrink export --model "$S" --data $D --retrieval ann --out $E/gru_"$2".ann
+    S=$A/"$TAG"_$2; O=$E/"$TAG"_$2; mkdir -p $E
+    .venv/bin/recshrink export --model "$S" --data $D --out "$O".onnx
+    .venv/bin/recshrink export --model "$S" --data $D --out "$O".dynamic.onnx --quantized dynamic
+    .venv/bin/recshrink export --model "$S" --data $D --retrieval ann --out "$O".ann
     ;;
 bench)
     args=(--model teacher=$T/$MODEL.onnx --model teacher_module="$(pth)")
     for s in onnx pth; do
-        args+=(--model gru_$s=$A/gru_$s --model gru_$s.onnx=$E/gru_$s.onnx
-               --model gru_$s.dynamic.onnx=$E/gru_$s.dynamic.onnx --model gru_$s.ann=$E/gru_$s.ann)
+      for t in $TAG; do  # TAG may name several students: TAG="gru gru_tiny"
+        args+=(--model "$t"_$s=$A/"$t"_$s --model "$t"_$s.onnx=$E/"$t"_$s.onnx
+               --model "$t"_$s.dynamic.onnx=$E/"$t"_$s.dynamic.onnx --model "$t"_$s.ann=$E/"$t"_$s.ann)
+      done
     done
     $R/.venv/bin/recshrink benchmark "${args[@]}" --data $D --threads 1 --batch 1,16,256 \
-        --budget 3 --out $A/bench
+        --budget 3 --out "${BENCH_OUT:-$A/bench}"
     ;;
 *)
     echo "usage: $0 distill onnx|pth | export onnx|pth | bench" >&2; exit 2 ;;

@@ -94,6 +94,16 @@ def test_left_to_right_roundtrip():
     assert right.gather(1, to_left).tolist() == s.tolist()
 
 
+@pytest.mark.parametrize("name", ["gru_small", "gru_wide", "lstm_2layer"])
+def test_rnn_encode_is_the_last_state_of_forward_all(name):
+    """The RNNs' own encode (last position only) equals the generic one, an empty history
+    included."""
+    torch.manual_seed(0)
+    m = build_model(name, N).eval()
+    s = torch.cat([_seqs(), torch.zeros(1, 6, dtype=torch.long)])  # [4, 6], row 3 empty
+    torch.testing.assert_close(m.encode(s), m.forward_all(s)[:, -1], rtol=0, atol=1e-6)
+
+
 def test_sasrec_is_causal():
     """The state at position t does not depend on later items."""
     torch.manual_seed(0)

@@ -35,6 +35,7 @@ from recshrink.data.split import Split, training_pairs
 from recshrink.errors import RecshrinkError
 from recshrink.models.base import SeqRecModel
 from recshrink.train.config import LATER_DEFAULTS, TrainConfig, config_json
+from recshrink.train.losses import item_rows
 from recshrink.train.trainer import (
     TrainResult, fit, ground_truth_loss, item_popularity, state_digest,
 )  # fmt: skip
@@ -216,20 +217,20 @@ class DistillLoss(nn.Module):
         h = model.forward_all(batch["inputs"])  # [B, L, Ds]
         sel = tgt > 0
         hs, ts = h[sel], tgt[sel]  # [P, Ds], [P]
-        table = model.item_table()  # [N+1, Ds]
+        table, sp = model.item_table(), model.sparse_items  # [N+1, Ds]; sparse gradients?
         loss = hs.new_zeros(())
         if c.gt_weight > 0:
-            loss = loss + c.gt_weight * self.gt(hs, ts, table, batch, sel)
+            loss = loss + c.gt_weight * self.gt(hs, ts, table, batch, sel, sp)
         if c.kd_weight > 0 or c.rank_weight > 0:
             negs = batch["kd_negatives"]  # [S]
-            s_neg = hs @ table[negs].t()  # [P, S]
+            s_neg = hs @ item_rows(table, negs, sp).t()  # [P, S]
             t_ids = batch["t_ids"]  # [P, M]
         if c.kd_weight > 0:
             if c.kd_scope == "full":
                 s_all = hs @ table[1:].t()  # [P, N]
                 t_all = batch["t_vec"] @ self.teacher_table[1:].t()  # [P, N]
             else:
-                s_top = torch.einsum("pd,pmd->pm", hs, table[t_ids])  # [P, M]
+                s_top = torch.einsum("pd,pmd->pm", hs, item_rows(table, t_ids, sp))  # [P, M]
             if c.kd_scope == "topm" and c.kd_tail == "none":  # the teacher's top M only
                 s_all, t_all = s_top, batch["t_logits"]
             elif c.kd_scope == "topm":
@@ -243,7 +244,7 @@ class DistillLoss(nn.Module):
             loss = loss + c.kd_weight * kd_kl(s_all, t_all, c.temperature)
         if c.rank_weight > 0:
             k_ids = t_ids[:, : c.rank_k]  # [P, K]
-            s_pos = torch.einsum("pd,pkd->pk", hs, table[k_ids])
+            s_pos = torch.einsum("pd,pkd->pk", hs, item_rows(table, k_ids, sp))
             w = rank_weights(c.rank_k, c.rank_lambda, hs.device)
             # a sampled negative that is one of the row's K positives is no negative
             s_rank_neg = s_neg.masked_fill(negative_clash(k_ids, negs, model.num_items),
@@ -353,7 +354,9 @@ def distill_fit(
            # the forms runs were keyed by before: the config's repr (and an earlier run key)
            *(f"distill|{k}|{digest}|{config_key(cfg)}" for k in run_keys))
     result = fit(student, split, train_cfg, work_dir, item_attrs=item_attrs, loss_fn=loss,
-                 batch_hook=hook, run_key=key, progress=progress, desc=desc)  # fmt: skip
+                 batch_hook=hook, run_key=key, progress=progress, desc=desc,
+                 dense_table="kd_scope: full" if cfg.kd_weight > 0 and cfg.kd_scope == "full"
+                 else None)  # fmt: skip
     summary = {"losses": cfg.losses(), "cache_reused": reused,
                "cache_seconds": round(cache_seconds, 2), "cache_positions": int(cache["offsets"][-1])}  # fmt: skip
     return result, summary

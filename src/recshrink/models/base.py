@@ -53,6 +53,11 @@ class SeqRecModel(nn.Module):
         """The output item table ``[N + 1, D]`` (row 0 = padding)."""
         return self.item_emb.weight
 
+    @property
+    def sparse_items(self) -> bool:
+        """Whether the item table is training on sparse gradients (set by the trainer)."""
+        return bool(getattr(self.item_emb, "sparse", False))
+
     def embed_items(self, seq: torch.Tensor) -> torch.Tensor:
         """Input embeddings of ``seq``: ``[B, L] -> [B, L, D]``."""
         return self.item_emb(seq)

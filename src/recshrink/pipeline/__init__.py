@@ -7,8 +7,14 @@ schedules the trainings (:mod:`recshrink.pipeline.jobs`), checks gates and write
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
+
+try:
+    import resource  # POSIX only
+except ImportError:  # pragma: no cover - Windows
+    resource = None
 
 from recshrink.benchmark.report import plots, search_markdown, write_run_markdown
 from recshrink.benchmark.run import run_benchmark
@@ -26,6 +32,16 @@ from recshrink.recipe import Recipe, load_recipe
 from recshrink.version import __version__
 
 __all__ = ["STAGES", "Manifests", "run", "run_recipe"]
+
+
+def peak_rss() -> dict:
+    """Peak resident memory so far (bytes): this process, and its finished worker processes
+    (the largest one). Empty where the platform has no ``getrusage``."""
+    if resource is None:
+        return {}
+    scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes
+    return {"process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
+            "workers": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale}
 
 
 def run(recipe: Recipe | str | Path, out: str | Path, *, overrides: tuple[str, ...] = (),
@@ -94,6 +110,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True,
         keys[spec.label] = manifests.key(STAGE_OF[role], spec.model_dump(mode="json"), *parents)
         hits[spec.label] = manifests.hit(STAGE_OF[role], where, keys[spec.label])
     state = TrainState()
+    memory: dict[str, dict] = {}  # peak RSS after each stage (monotone: the peak up to it)
+    report["peak_rss_bytes"] = memory
 
     def finish(role: str, spec, where: Path, trained: tuple | None) -> None:
         finish_job(recipe, role, spec, where, trained, hits[spec.label], keys[spec.label],
@@ -117,13 +135,17 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, progress: bool = True,
                                       state.teacher, progress),
                            time.perf_counter() - t_job)  # fmt: skip
             finish(role, spec, where, trained)
+    memory["train"] = peak_rss()
     teacher = state.teacher
     prune_stage(recipe, data, split, out, report, made, state, progress, manifests, keys)
     quantize_stage(recipe, data, split, out, report, made, state, manifests, keys)
+    memory["compress"] = peak_rss()
     exported = export_stage(recipe, data, split, out, report, made)
+    memory["export"] = peak_rss()
     trials = _search_stage(recipe, data, split, out, report, teacher, progress, manifests, keys)
     if recipe.benchmark:
         _benchmark_stage(recipe, data, split, out, report, made, exported, trials, progress)
+        memory["benchmark"] = peak_rss()
     report["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / "report.json", report)
     check_gates(recipe, report)

@@ -21,7 +21,8 @@ def check_ks(v: tuple[int, ...]) -> tuple[int, ...]:
 
 # Options added after runs were made, at the value that reproduces the earlier behaviour: left
 # out of resume and manifest keys, so runs made before the option existed still resume.
-LATER_DEFAULTS = {"kd_tail": "plain", "lr_decay": 1.0, "lr_patience": 2, "min_lr": 0.0}
+LATER_DEFAULTS = {"kd_tail": "plain", "lr_decay": 1.0, "lr_patience": 2, "min_lr": 0.0,
+                  "item_grad": "auto"}
 
 
 def without_later_defaults(obj):
@@ -86,6 +87,10 @@ class TrainConfig:
             count restarts after each decay; early stopping still counts from the best epoch.
         lr_patience: Evaluations without improvement before each decay.
         min_lr: No decay takes the learning rate below this (ReduceLROnPlateau's ``min_lr``).
+        item_grad: The item table's gradients: ``"dense"`` (AdamW over every row),
+            ``"sparse"`` (only the rows a batch touched, updated by SparseAdam) or ``"auto"``
+            (sparse from 100,000 items where the loss allows it; see
+            :mod:`recshrink.train.optim`).
     """
 
     epochs: int = Field(200, ge=1)
@@ -110,6 +115,7 @@ class TrainConfig:
     lr_decay: float = Field(1.0, gt=0, le=1)
     lr_patience: int = Field(2, ge=1)
     min_lr: float = Field(0.0, ge=0)
+    item_grad: Literal["auto", "dense", "sparse"] = "auto"
 
     @field_validator("device")
     @classmethod

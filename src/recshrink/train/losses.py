@@ -10,6 +10,12 @@ import torch
 import torch.nn.functional as F
 
 
+def item_rows(table: torch.Tensor, ids: torch.Tensor, sparse: bool = False) -> torch.Tensor:
+    """Rows ``table[ids]`` (``ids`` of any shape); ``sparse`` gives ``table`` a sparse gradient
+    holding those rows alone (for :class:`torch.optim.SparseAdam`)."""
+    return F.embedding(ids, table, sparse=True) if sparse else table[ids]
+
+
 def full_softmax_ce(h: torch.Tensor, targets: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the softmax over all items (the padding id excluded)."""
     logits = h @ table[1:].t()  # [P, N]
@@ -37,6 +43,7 @@ def sampled_softmax_ce(
     table: torch.Tensor,
     negatives: torch.Tensor,
     log_q: torch.Tensor | None = None,
+    sparse: bool = False,
 ) -> torch.Tensor:
     """Softmax cross-entropy against the target and negatives shared by all positions.
 
@@ -48,9 +55,10 @@ def sampled_softmax_ce(
             masked out for that position.
         log_q: Optional ``[N + 1]`` log sampling probabilities: when given, logits are corrected
             by ``- log_q`` (logQ correction for popularity-sampled negatives).
+        sparse: Give ``table`` a sparse gradient (see :func:`item_rows`).
     """
-    pos = (h * table[targets]).sum(-1, keepdim=True)  # [P, 1]
-    neg = h @ table[negatives].t()  # [P, M]
+    pos = (h * item_rows(table, targets, sparse)).sum(-1, keepdim=True)  # [P, 1]
+    neg = h @ item_rows(table, negatives, sparse).t()  # [P, M]
     if log_q is not None:
         pos = pos - log_q[targets].unsqueeze(-1)
         neg = neg - log_q[negatives].unsqueeze(0)
@@ -60,13 +68,15 @@ def sampled_softmax_ce(
 
 
 def bce_loss(
-    h: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, negatives: torch.Tensor
+    h: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, negatives: torch.Tensor,
+    sparse: bool = False,
 ) -> torch.Tensor:
     """Binary cross-entropy with one sampled negative per position (original SASRec).
 
     Args:
         negatives: ``[P]`` one negative id per position.
+        sparse: Give ``table`` a sparse gradient (see :func:`item_rows`).
     """
-    pos = (h * table[targets]).sum(-1)  # [P]
-    neg = (h * table[negatives]).sum(-1)  # [P]
+    pos = (h * item_rows(table, targets, sparse)).sum(-1)  # [P]
+    neg = (h * item_rows(table, negatives, sparse)).sum(-1)  # [P]
     return F.softplus(-pos).mean() + F.softplus(neg).mean()

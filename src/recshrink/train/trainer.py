@@ -29,6 +29,7 @@ from recshrink.models.base import SeqRecModel
 from recshrink.train.config import TrainConfig, without_later_defaults
 from recshrink.train.evaluate import evaluate, model_scorer
 from recshrink.train.losses import bce_loss, full_softmax_ce, sample_negatives, sampled_softmax_ce
+from recshrink.train.optim import Optimizer, use_sparse_items
 
 LossFn = Callable[[SeqRecModel, dict], torch.Tensor]
 BatchHook = Callable[[dict, torch.Generator], dict]
@@ -98,13 +99,13 @@ def ground_truth_loss(
         log_q = torch.log(sampling_probs(popularity) * cfg.num_negatives)
 
     def gt(hs: torch.Tensor, ts: torch.Tensor, table: torch.Tensor, batch: dict,
-           sel: torch.Tensor) -> torch.Tensor:  # fmt: skip
+           sel: torch.Tensor, sparse: bool = False) -> torch.Tensor:  # fmt: skip
         if cfg.loss == "ce":
             return full_softmax_ce(hs, ts, table)
         if cfg.loss == "sampled":
             lq = log_q.to(hs.device) if log_q is not None else None
-            return sampled_softmax_ce(hs, ts, table, batch["negatives"], lq)
-        return bce_loss(hs, ts, table, batch["negatives"][sel])
+            return sampled_softmax_ce(hs, ts, table, batch["negatives"], lq, sparse)
+        return bce_loss(hs, ts, table, batch["negatives"][sel], sparse)
 
     return gt
 
@@ -120,7 +121,8 @@ def next_item_loss(cfg: TrainConfig, popularity: torch.Tensor | None = None) -> 
         tgt = batch["targets"]  # [B, L]
         h = model.forward_all(batch["inputs"])  # [B, L, D]
         sel = tgt > 0
-        return gt(h[sel], tgt[sel], model.item_table(), batch, sel)  # h[sel]: [P, D]
+        return gt(h[sel], tgt[sel], model.item_table(), batch, sel,  # h[sel]: [P, D]
+                  model.sparse_items)
 
     return loss_fn
 
@@ -168,6 +170,7 @@ def fit(
     run_key: str | tuple[str, ...] = "",
     progress: bool = True,
     desc: str = "train",
+    dense_table: str | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``split.train`` with early stopping on validation NDCG@10.
 
@@ -190,6 +193,8 @@ def fit(
             form resumes, and is saved under the key from its next epoch on).
         progress: Show a progress bar (rank 0 only).
         desc: Progress-bar label.
+        dense_table: Why ``loss_fn`` reads the whole item table (rules out sparse item
+            gradients, :attr:`TrainConfig.item_grad`), or None.
     """
     rank, world = _dist()
     device = torch.device(cfg.device)
@@ -217,7 +222,11 @@ def fit(
     loss_fn = loss_fn or next_item_loss(cfg, popularity)
     probs = sampling_probs(popularity) if cfg.negatives == "popularity" else None
     core = _Step(model, loss_fn)  # a loss that is an nn.Module trains its own parameters too
-    opt = torch.optim.AdamW(core.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.loss == "ce":
+        dense_table = "loss: ce"
+    sparse = use_sparse_items(cfg.item_grad, model.num_items, weight_decay=cfg.weight_decay,
+                              world=world, dense_table=dense_table)  # fmt: skip
+    opt = Optimizer(core, model, lr=cfg.lr, weight_decay=cfg.weight_decay, sparse_items=sparse)
 
     start, best, best_epoch, bad, history = 0, -1.0, 0, 0, []
     stale = 0  # evaluations without improvement since the best one or the last lr decay
@@ -283,10 +292,10 @@ def fit(
                 batch = batch_hook(batch, gen)
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             loss = step(batch)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(core.parameters(), cfg.grad_clip)
+                opt.clip_grad_norm(cfg.grad_clip)
             opt.step()
             total += float(loss.detach())
             count += 1
@@ -333,6 +342,7 @@ def fit(
         bar.update(1)
         bar.set_postfix(loss=entry["loss"], ndcg10=f"{best:.4f}", best_ep=best_epoch)
     bar.close()
+    opt.close(model)
 
     model.load_state_dict(best_state)
     digests: list[str] = []
