@@ -94,20 +94,21 @@ class RNNRec(SeqRecModel):
         projecting any but the last (fewer operators in an exported graph: at batch 1 ONNX
         Runtime's per-operator cost is much of a small student's latency).
         """
-        seq = self._trim(seq)
-        to_right, _ = left_to_right_index(seq)  # [B, L]
-        x = self.emb_drop(self.embed_items(seq.gather(1, to_right)))  # [B, L, D] right-padded
-        h, _ = self.rnn(x)  # [B, L, H]
-        l = seq.shape[1]
-        last = l - 1 - (seq == 0).sum(dim=1, keepdim=True)  # [B, 1] the last item, right-padded
-        last = torch.where(last < 0, last + l, last)  # an empty history: forward_all's wrap
+        h, to_left = self._states(self._trim(seq))  # [B, L, H] right-padded, [B, L]
+        last = to_left[:, -1:]  # [B, 1] where the last item's state sits
         h = h.gather(1, last.unsqueeze(-1).expand(-1, -1, h.shape[-1])).squeeze(1)  # [B, H]
         return self.proj(self.out_drop(h))  # [B, D]
 
-    def forward_all(self, seq: torch.Tensor) -> torch.Tensor:
+    def _states(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The recurrent states over the right-padded history ``[B, L, H]``, and the gather
+        index that moves them back to the left-padded alignment ``[B, L]``."""
         to_right, to_left = left_to_right_index(seq)  # [B, L]
         x = self.emb_drop(self.embed_items(seq.gather(1, to_right)))  # [B, L, D] right-padded
         h, _ = self.rnn(x)  # [B, L, H]
+        return h, to_left
+
+    def forward_all(self, seq: torch.Tensor) -> torch.Tensor:
+        h, to_left = self._states(seq)  # [B, L, H] right-padded
         h = h.gather(1, to_left.unsqueeze(-1).expand(-1, -1, h.shape[-1]))  # [B, L, H] left-padded
         return self.proj(self.out_drop(h))  # [B, L, D]
 

@@ -54,15 +54,15 @@ class Optimizer:
 
     def __init__(self, params: nn.Module, model: SeqRecModel, *, lr: float, weight_decay: float,
                  sparse_items: bool) -> None:  # fmt: skip
+        if sparse_items and not isinstance(model.item_emb, nn.Embedding):
+            raise RecshrinkError("item_grad: sparse needs a plain (unquantized) item table")
         table = model.item_emb.weight if sparse_items else None
-        dense = [p for p in params.parameters() if p is not table]
         self.params = list(params.parameters())
-        self.dense = torch.optim.AdamW(dense, lr=lr, weight_decay=weight_decay)
+        self.dense = torch.optim.AdamW([p for p in self.params if p is not table], lr=lr,
+                                       weight_decay=weight_decay)  # fmt: skip
         self.sparse = torch.optim.SparseAdam([table], lr=lr) if table is not None else None
         self.table = table
         if sparse_items:
-            if not isinstance(model.item_emb, nn.Embedding):
-                raise RecshrinkError("item_grad: sparse needs a plain (unquantized) item table")
             model.item_emb.sparse = True  # the input lookups' gradient; the losses' via sparse_items
 
     def close(self, model: SeqRecModel) -> None:
