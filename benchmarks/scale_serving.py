@@ -57,7 +57,26 @@ def main() -> None:
     ap.add_argument("--item-rank", type=int, default=16,
                     help="item vectors of this rank (+5%% noise); 0 = the random initialisation")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--reuse-index", action="store_true",
+                    help="keep retrieval artifacts already in --out (their recall and build time "
+                         "from their manifest) and re-export only the exact graphs")
+    ap.add_argument("--rss-only", action="store_true",
+                    help="only (re)measure serving memory of the artifacts already in --out")
+    ap.add_argument("--serve-rss", type=Path, help=argparse.SUPPRESS)  # the child's mode
     args = ap.parse_args()
+    if args.serve_rss:
+        return serve_rss(args.serve_rss, args.items[0], args.max_len)
+    if args.rss_only:
+        rows = json.loads((args.out / "scale_serving.json").read_text())
+        for row in rows:
+            for label, path in (("exact", args.out / f"exact_{row['items']}.onnx"),
+                                ("ann", args.out / f"ann_{row['items']}")):  # fmt: skip
+                row[label]["serving_peak_rss_bytes"] = serving_peak_rss(path, row["items"],
+                                                                        args.max_len)
+            print(json.dumps({"items": row["items"],
+                              **{k: row[k]["serving_peak_rss_bytes"] for k in ("exact", "ann")}}))
+        (args.out / "scale_serving.json").write_text(json.dumps(rows, indent=2) + "\n")
+        return 0
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -76,14 +95,19 @@ def main() -> None:
         ids = [str(i) for i in range(1, n + 1)]
         exact = args.out / f"exact_{n}.onnx"
         t0 = time.perf_counter()
-        if not exact.is_file():
+        if args.reuse_index or not exact.is_file():
             export_onnx(model, exact, OnnxExportConfig(k=10))
         exact_s = time.perf_counter() - t0
         ann = args.out / f"ann_{n}"
         t0 = time.perf_counter()
-        info = export_retrieval(model, ann, histories=hist[:1000], item_ids=ids, popular=[],
-                                steps=[], config=RetrievalConfig(index=args.index, min_recall=0.0,
-                                                                 threads=1))  # fmt: skip
+        if args.reuse_index and (ann / "retrieval.json").is_file():
+            man = json.loads((ann / "retrieval.json").read_text())
+            info = {"index": man["index"]["spec"], "recall@10": man["recall@10"],
+                    "build_s": man["build_s"], "bytes": sum(man["bytes"].values()), "reused": True}
+        else:
+            info = export_retrieval(model, ann, histories=hist[:1000], item_ids=ids, popular=[],
+                                    steps=[], config=RetrievalConfig(index=args.index,
+                                                                     min_recall=0.0, threads=1))
         ann_s = time.perf_counter() - t0
         row = {"items": n, "dim": args.dim, "model": args.model, "item_rank": args.item_rank, "exact_export_s": round(exact_s, 1),
                "ann_export_s": round(ann_s, 1), "index": info}
@@ -95,9 +119,10 @@ def main() -> None:
                           "users_per_s": {str(b): round(thr[str(b)], 1) for b in args.batches},
                           "bytes": (path.stat().st_size if path.is_file() else info["bytes"])}
             del runner
+            row[label]["serving_peak_rss_bytes"] = serving_peak_rss(path, n, args.max_len)
         b0 = str(args.batches[0])
         row["speedup_p50@1"] = round(row["exact"]["p50_us"][b0] / row["ann"]["p50_us"][b0], 2)
-        row["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        row["peak_rss_bytes"] = resource  # this whole process so far (export and index build).getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("items", "speedup_p50@1")}
                          | {"exact": row["exact"], "ann": row["ann"],
@@ -105,6 +130,29 @@ def main() -> None:
                             "build_s": info["build_s"]}), flush=True)  # fmt: skip
         (args.out / "scale_serving.json").write_text(json.dumps(rows, indent=2) + "\n")
     plot(rows, args.batches[0], args.out / "scale_serving.png")
+
+
+def serve_rss(path: Path, n_items: int, max_len: int) -> int:
+    """The child: open ``path``, serve 8 batches of 1 and of 256, print the peak RSS."""
+    hist = histories(n_items, 256, max_len, seed=n_items)
+    runner = open_backend(path, threads=1)
+    for _ in range(8):
+        runner.run(hist[:1], 10)
+        runner.run(hist, 10)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return 0
+
+
+def serving_peak_rss(path: Path, n_items: int, max_len: int) -> int:
+    """Peak resident memory (bytes) of a fresh process serving the artifact at ``path``
+    (Python, torch and ONNX Runtime included), measured in a child process so that one
+    artifact's memory is not another's."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, __file__, "--serve-rss", str(path), "--items",
+                          str(n_items), "--max-len", str(max_len), "--out", "-"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return int(out.stdout.strip().splitlines()[-1])
 
 
 def plot(rows: list[dict], batch: int, path: Path) -> None:

@@ -11,7 +11,8 @@
 # MODEL (default CORE) names the teacher's run folder out/foreign/<MODEL>-beauty. STUDENT (default
 # "gru_small --arg hidden=192") is the student's preset and arguments, TAG (default gru) the
 # prefix of its folders; choose the student's size by benchmarks/recbole/probe_students.py (speed
-# alone, on untrained weights) before distilling. The two distils
+# alone, on untrained weights) before distilling. For bench, SIDES (default "onnx pth") picks
+# the students by their teacher and MODULE=0 leaves the module teacher out. The two distils
 # can run side by side (one thread each); the benchmark wants the machine to itself. The student
 # settings are recipes/beauty.yaml's GRU student without the parts a scores-only teacher cannot
 # give (alignment needs user vectors, PCA initialisation an item table).
@@ -45,8 +46,9 @@ export)
     .venv/bin/recshrink export --model "$S" --data $D --retrieval ann --out "$O".ann
     ;;
 bench)
-    args=(--model teacher=$T/$MODEL.onnx --model teacher_module="$(pth)")
-    for s in onnx pth; do
+    args=(--model teacher=$T/$MODEL.onnx)
+    [ "${MODULE:-1}" = 0 ] || args+=(--model teacher_module="$(pth)")
+    for s in ${SIDES:-onnx pth}; do  # SIDES=onnx: only the students distilled from the .onnx
       for t in $TAG; do  # TAG may name several students: TAG="gru gru_tiny"
         args+=(--model "$t"_$s=$A/"$t"_$s --model "$t"_$s.onnx=$E/"$t"_$s.onnx
                --model "$t"_$s.dynamic.onnx=$E/"$t"_$s.dynamic.onnx --model "$t"_$s.ann=$E/"$t"_$s.ann)

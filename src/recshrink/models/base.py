@@ -74,9 +74,12 @@ class SeqRecModel(nn.Module):
     def score_vectors(self, user: torch.Tensor) -> torch.Tensor:
         """Scores of user vectors against all items: ``[B, D] -> [B, N + 1]``."""
         s = user @ self.item_table().t()  # [B, N+1]
-        # column 0 (padding) is never recommended; index_fill keeps exported graphs free of an
-        # [N + 1] mask constant
-        return s.index_fill(1, torch.zeros(1, dtype=torch.long, device=s.device), float("-inf"))
+        # column 0 (padding) is never recommended. A scatter along dim 1 exports to one
+        # ScatterElements on [B, N+1] and no [N + 1] mask constant; index_fill exported to a
+        # Transpose, ScatterND and Transpose, two more copies of the scores (at 1M items and
+        # batch 256, 1 GiB each)
+        zero = torch.zeros_like(user[:, :1], dtype=torch.long)  # [B, 1]
+        return s.scatter(1, zero, float("-inf"))
 
     def scores(self, seq: torch.Tensor) -> torch.Tensor:
         """Scores over all items: ``[B, L] -> [B, N + 1]``, column 0 is ``-inf``."""
