@@ -87,6 +87,30 @@ def test_early_stopping_and_budget(tiny, tmp_path):
     assert more.epochs == 2
 
 
+def test_validation_on_a_fixed_user_sample(tiny, tmp_path):
+    """valid_users: each epoch ranks the same seeded sample; the best epoch's metrics are the
+    sample's, equal to evaluating the saved best weights on that sample."""
+    data, split = tiny
+    sample = split.valid.sample(50, seed=3)
+    again = split.valid.sample(50, seed=3)
+    assert len(sample) == 50 and (sample.users == again.users).all()
+    assert (sorted(sample.users) == sample.users).all()  # original order kept
+    rows = [list(split.valid.users).index(u) for u in sample.users]
+    assert (split.valid.targets[rows] == sample.targets).all()
+    assert [list(s) for s in sample.seen] == [list(split.valid.seen[r]) for r in rows]
+    assert split.valid.sample(None) is split.valid and split.valid.sample(10**6) is split.valid
+    torch.manual_seed(0)
+    model = build_model("gru", data.num_items, dim=8, max_len=15)
+    cfg = TrainConfig(epochs=3, lr=5e-3, num_negatives=8, valid_users=50, seed=3)
+    res = fit(model, split, cfg, tmp_path, progress=False)
+    assert res.best_valid["count"] == 50
+    assert res.best_valid["ndcg@10"] == pytest.approx(evaluate(model_scorer(model), sample)["ndcg@10"])
+    with pytest.raises(ValueError):
+        TrainConfig(valid_users=0)
+    from recshrink.train.config import config_json
+    assert "valid_users" not in config_json(TrainConfig())  # earlier runs' keys unchanged
+
+
 def test_lr_decay_on_plateau_and_resume(tiny, tmp_path):
     """lr 1e-12 leaves float32 weights unchanged, so validation never improves after epoch 1: the
     rate halves every 2 stale evaluations, and early stopping still counts from the best epoch."""

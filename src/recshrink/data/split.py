@@ -61,6 +61,16 @@ class EvalSet:
     def __len__(self) -> int:
         return len(self.targets)
 
+    def sample(self, n: int | None, seed: int = 0) -> EvalSet:
+        """A fixed random sample of ``n`` rows in their original order (all rows when ``n`` is
+        None or at least ``len(self)``)."""
+        if n is None or n >= len(self):
+            return self
+        rows = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
+        return EvalSet(self.histories[rows], self.targets[rows], self.users[rows],
+                       self.shift[rows], self.known[rows],
+                       None if self.seen is None else [self.seen[i] for i in rows])
+
 
 @dataclass
 class Split:

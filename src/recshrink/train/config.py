@@ -22,7 +22,7 @@ def check_ks(v: tuple[int, ...]) -> tuple[int, ...]:
 # Options added after runs were made, at the value that reproduces the earlier behaviour: left
 # out of resume and manifest keys, so runs made before the option existed still resume.
 LATER_DEFAULTS = {"kd_tail": "plain", "lr_decay": 1.0, "lr_patience": 2, "min_lr": 0.0,
-                  "item_grad": "auto"}
+                  "item_grad": "auto", "valid_users": None}
 
 
 def without_later_defaults(obj):
@@ -91,6 +91,10 @@ class TrainConfig:
             ``"sparse"`` (only the rows a batch touched, updated by SparseAdam) or ``"auto"``
             (sparse from 100,000 items where the loss allows it; see
             :mod:`recshrink.train.optim`).
+        valid_users: Validate each epoch on a fixed random sample of this many validation users
+            (drawn once from ``seed``; None = all of them). The sample picks the best epoch,
+            stops early and decays the rate; the final validation and test reports rank every
+            user. Full ranking over 1M items costs about 30 ms a user on a 2-core CPU.
     """
 
     epochs: int = Field(200, ge=1)
@@ -116,6 +120,7 @@ class TrainConfig:
     lr_patience: int = Field(2, ge=1)
     min_lr: float = Field(0.0, ge=0)
     item_grad: Literal["auto", "dense", "sparse"] = "auto"
+    valid_users: int | None = Field(None, ge=1)
 
     @field_validator("device")
     @classmethod

@@ -41,7 +41,7 @@ class TrainResult:
 
     Attributes:
         best_epoch: 1-based epoch of the best validation NDCG@10.
-        best_valid: Validation metrics of the best epoch.
+        best_valid: Validation metrics of the best epoch (of the ``valid_users`` sample when set).
         epochs: Epochs run in total (resumed ones included).
         seconds: Wall-clock training time, evaluation included, of every call that made this
             run (a resumed run adds the time before the interruption, up to its last saved epoch).
@@ -272,6 +272,7 @@ def fit(
     hide = None if progress and rank == 0 else True  # None: tqdm turns itself off without a TTY
     bar = tqdm(total=cfg.epochs, initial=start, desc=desc, disable=hide,
                leave=False, dynamic_ncols=True)  # fmt: skip
+    valid_set = split.valid.sample(cfg.valid_users, cfg.seed)  # the users each epoch ranks
     epoch = start
     while not done:
         epoch += 1
@@ -305,7 +306,7 @@ def fit(
             time.perf_counter() - t0 > 60.0 * cfg.max_minutes
         )
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time:
-            valid = evaluate(model_scorer(model, device), split.valid, item_attrs, cfg.ks,
+            valid = evaluate(model_scorer(model, device), valid_set, item_attrs, cfg.ks,
                              cfg.mask_history, cfg.eval_batch_size, mask_scope=cfg.mask_scope,
                              ties=cfg.ties)  # fmt: skip
             ndcg = valid["ndcg@10"]
