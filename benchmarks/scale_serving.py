@@ -69,8 +69,7 @@ def main() -> None:
     if args.rss_only:
         rows = json.loads((args.out / "scale_serving.json").read_text())
         for row in rows:
-            for label, path in (("exact", args.out / f"exact_{row['items']}.onnx"),
-                                ("ann", args.out / f"ann_{row['items']}")):  # fmt: skip
+            for label, path in zip(("exact", "ann"), artifact_paths(args.out, row["items"])):
                 row[label]["serving_peak_rss_bytes"] = serving_peak_rss(path, row["items"],
                                                                         args.max_len)
             print(json.dumps({"items": row["items"],
@@ -93,12 +92,11 @@ def main() -> None:
                 w[1:] = low * (w[1:].std() / low.std())
         hist = histories(n, 2048, args.max_len, seed=n)
         ids = [str(i) for i in range(1, n + 1)]
-        exact = args.out / f"exact_{n}.onnx"
+        exact, ann = artifact_paths(args.out, n)
         t0 = time.perf_counter()
         if not exact.is_file():  # delete the exact graphs to re-export them
             export_onnx(model, exact, OnnxExportConfig(k=10))
         exact_s = time.perf_counter() - t0
-        ann = args.out / f"ann_{n}"
         t0 = time.perf_counter()
         if args.reuse_index and (ann / "retrieval.json").is_file():
             man = json.loads((ann / "retrieval.json").read_text())
@@ -131,6 +129,11 @@ def main() -> None:
                             "build_s": info["build_s"]}), flush=True)  # fmt: skip
         (args.out / "scale_serving.json").write_text(json.dumps(rows, indent=2) + "\n")
     plot(rows, args.batches[0], args.out / "scale_serving.png")
+
+
+def artifact_paths(out: Path, n_items: int) -> tuple[Path, Path]:
+    """The exact graph and the retrieval artifact of the ``n_items`` catalogue in ``out``."""
+    return out / f"exact_{n_items}.onnx", out / f"ann_{n_items}"
 
 
 def serve_rss(path: Path, n_items: int, max_len: int) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from typing import TYPE_CHECKING
 
@@ -67,9 +67,9 @@ class EvalSet:
         if n is None or n >= len(self):
             return self
         rows = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
-        return EvalSet(self.histories[rows], self.targets[rows], self.users[rows],
-                       self.shift[rows], self.known[rows],
-                       None if self.seen is None else [self.seen[i] for i in rows])
+        return replace(self, histories=self.histories[rows], targets=self.targets[rows],
+                       users=self.users[rows], shift=self.shift[rows], known=self.known[rows],
+                       seen=None if self.seen is None else [self.seen[i] for i in rows])
 
 
 @dataclass
