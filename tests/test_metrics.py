@@ -112,6 +112,27 @@ def test_constant_and_nan_scores_cannot_flatter() -> None:
     assert res["nonfinite_users"] == 3 and res["hr@1"] == 0.25
 
 
+def test_fast_ranks_equal_the_two_count_definition() -> None:
+    # target_ranks counts ">=" once (pessimistic) and nonfinite_rows takes one row max; both
+    # against the definitions written out: g items above, e others tied, NaN/+inf rows missed
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 6, (200, 41), generator=gen).float()  # many ties
+    odd = torch.rand(200, 41, generator=gen)
+    scores[odd < 0.01] = float("nan")
+    scores[(odd >= 0.01) & (odd < 0.02)] = float("inf")
+    scores[(odd >= 0.02) & (odd < 0.06)] = NEG
+    tg = torch.randint(1, 41, (200,), generator=gen)
+    real, t = scores[:, 1:], scores.gather(1, tg[:, None])
+    g, e = (real > t).sum(1), (real == t).sum(1) - 1
+    bad = (torch.isnan(real) | torch.isposinf(real)).any(1)
+    missed = bad | torch.isneginf(t[:, 0])
+    assert bad.sum() > 10 and missed.sum() > bad.sum()  # the fixture has every case
+    assert torch.equal(nonfinite_rows(scores), bad)
+    assert torch.equal(target_ranks(scores, tg), torch.where(missed, 40, g + e))
+    expected = torch.where(missed, 40.0, g.double() + e.double() / 2)
+    assert torch.equal(target_ranks(scores, tg, ties="expected"), expected.double())
+
+
 def test_ranking_metrics_by_hand() -> None:
     m = ranking_metrics(torch.tensor([0, 1, 7]), ks=(1, 5))
     assert m["count"] == 3

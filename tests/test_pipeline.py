@@ -98,6 +98,13 @@ def test_recipe_compression_stages_and_gate(tmp_path):
         bench["g_kd.onnx"]["metrics"]["ndcg@10"], abs=1e-6)  # fmt: skip
     for f in ("report.json", "report.md", "pareto.png", "benchmark.json"):
         assert (tmp_path / f).is_file(), f
+    assert "valid" in bench["g_kd.ann"]
+    # benchmark.models picks entries; valid: false scores the test split only
+    raw_b = {**raw, "benchmark": {**raw["benchmark"], "models": ["t", "g_kd.ann"], "valid": False}}
+    run_recipe(parse_recipe(raw_b), tmp_path, progress=False, from_stage="benchmark")
+    picked = json.loads((tmp_path / "benchmark.json").read_text())["models"]
+    assert list(picked) == ["t", "g_kd.ann"] and all("valid" not in e for e in picked.values())
+    assert picked["g_kd.ann"]["metrics"] == bench["g_kd.ann"]["metrics"]
     # peak memory after each stage, non-decreasing (the peak up to that stage)
     peaks = json.loads((tmp_path / "report.json").read_text())["peak_rss_bytes"]
     assert list(peaks) == ["train", "compress", "export", "benchmark"]

@@ -225,3 +225,17 @@ def test_export_retrieval_settings_checked_before_any_work():
                       "export.retrieval", "'ef'")  # fmt: skip
     assert_user_error(invoke("recipe", "validate", QUICKSTART, "--set",
                              "export.retrieval={index: annoy}"), "export.retrieval", "annoy")  # fmt: skip
+
+
+def test_benchmark_models_must_be_made_and_include_the_teacher(tmp_path):
+    base = "teacher: {name: t, model: gru}\nstudents:\n  - {name: s, model: gru_tiny}\n"
+    p = write(tmp_path, base + "benchmark: {models: [t, s.ann, x.onnx]}\n")
+    assert_user_error(invoke("recipe", "validate", p), "benchmark.models", "'x.onnx'", "known: s, t")
+    p = write(tmp_path, base + "benchmark: {models: [s.onnx, s.ann]}\n")
+    assert_user_error(invoke("recipe", "validate", p), "benchmark.models", "needs the teacher ('t')")
+    ok = write(tmp_path, base + "benchmark: {models: [t.onnx, s.ann], valid: false}\n")
+    result = invoke("recipe", "validate", ok)
+    assert result.exit_code == 0, result.output
+    from recshrink.recipe import load_recipe
+    b = load_recipe(ok).benchmark
+    assert b.models == ["t.onnx", "s.ann"] and b.valid is False

@@ -8,7 +8,8 @@
 #   bash benchmarks/recbole/accept_beauty.sh export pth
 #   bash benchmarks/recbole/accept_beauty.sh bench          # idle box: both teachers, both students
 #
-# MODEL (default CORE) names the teacher's run folder out/foreign/<MODEL>-beauty. STUDENT (default
+# MODEL (default CORE) names the teacher's run folder out/foreign/<MODEL>-beauty (RUN=<folder>
+# for another, e.g. RUN=CORE128-beauty ACCEPT=benchmarks/recbole/out/accept_core128). STUDENT (default
 # "gru_small --arg hidden=192") is the student's preset and arguments, TAG (default gru) the
 # prefix of its folders; choose the student's size by benchmarks/recbole/probe_students.py (speed
 # alone, on untrained weights) before distilling. For bench, SIDES (default "onnx pth") picks
@@ -19,9 +20,9 @@
 set -euo pipefail
 R=benchmarks/recbole
 MODEL="${MODEL:-CORE}"
-T=$R/out/foreign/$MODEL-beauty
+T=$R/out/foreign/${RUN:-$MODEL-beauty}  # RUN: train_foreign.py's --run-name, if it had one
 D=$R/out/data/beauty/beauty.inter
-A=$R/out/accept
+A=${ACCEPT:-$R/out/accept}  # students, caches, exports and benchmarks of this teacher
 E=$A/export
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 STUDENT="${STUDENT:-gru_small --arg hidden=192}"

@@ -191,9 +191,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "out" / "foreign")
     ap.add_argument("--n-rows", type=int, default=200, help="test rows in the fixture / ONNX check")
     ap.add_argument("--seed", type=int, default=2020)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for training")
+    ap.add_argument("--run-name", default=None,
+                    help="run folder under --out (default <Model>-<dataset>)")
     ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
 
     import recbole
     from recbole.config import Config
@@ -204,7 +207,7 @@ def main() -> None:
     name = ds_dir.name
     if not (ds_dir / f"{name}.inter").is_file():
         sys.exit(f"{ds_dir}: no {name}.inter")
-    run_dir = (args.out / f"{args.model}-{name}").resolve()
+    run_dir = (args.out / (args.run_name or f"{args.model}-{name}")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     os.chdir(run_dir)  # RecBole writes log/ and log_tensorboard/ relative to the cwd
     overrides = parse_sets(args.set)
@@ -212,7 +215,7 @@ def main() -> None:
         args.model, name, ds_dir.parent, run_dir, args.epochs, args.seed, overrides))
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     t_data = time.perf_counter()
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
@@ -275,6 +278,7 @@ def main() -> None:
         "epochs_run": len(epoch_s),
         "epochs_max": args.epochs,
         "max_minutes": args.max_minutes,
+        "threads": args.threads,
         "stopped_by_budget": budget["hit"],
         "data_prep_s": round(data_s, 1),
         "train_epoch_s": epoch_s,

@@ -225,13 +225,22 @@ class ExportSpec(_Strict):
 
 
 class BenchmarkSpec(_Strict):
-    """Benchmark stage: every model directory and exported file, side by side."""
+    """Benchmark stage: every model directory and exported file, side by side.
+
+    ``models`` limits it to the named entries (a model's label, or an exported file's, e.g.
+    ``student.onnx``, ``student.ann``); the teacher or one of its exports must be among them,
+    for the ratios. ``valid: false`` skips scoring the validation split through each backend
+    (the test split is always scored): at a 1M-item catalogue each full-ranking pass over
+    every user costs minutes.
+    """
 
     backends: list[str] = Field(default_factory=lambda: ["torch", "onnxruntime"])
     device: str = "cpu"
     batches: list[int] = Field(default_factory=lambda: [1, 16, 256])
     budget_s: float = Field(1.0, gt=0)
     threads: int | None = Field(None, ge=1)
+    models: list[str] | None = None
+    valid: bool = True
 
     @field_validator("backends")
     @classmethod
@@ -320,6 +329,14 @@ class Recipe(_Strict):
                 if name not in known:
                     raise ValueError(f"{where}: {name!r} is not a model of this recipe; "
                                      f"known: {', '.join(sorted(known))}")
+        picked = self.benchmark.models if self.benchmark else None
+        for name in picked or []:  # a model's label or an exported file's, <label>.<kind>
+            if name.split(".")[0] not in known:
+                raise ValueError(f"benchmark.models: {name!r} is not a model of this recipe or "
+                                 f"an export of one; known: {', '.join(sorted(known))}")
+        if picked is not None and not any(n.split(".")[0] == self.teacher.label for n in picked):
+            raise ValueError(f"benchmark.models: needs the teacher ({self.teacher.label!r}) or "
+                             f"one of its exports, for the ratios")
 
 
 def parse_value(text: str) -> Any:

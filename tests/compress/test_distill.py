@@ -158,6 +158,59 @@ def test_cache_top_m_is_built_in_bounded_score_blocks(trained, monkeypatch):
     assert torch.equal(blocked["top_logits"], whole["top_logits"])
 
 
+def test_cache_top_m_through_an_hnsw_index():
+    pytest.importorskip("faiss")
+    # an untrained teacher over 5,000 items: the index has real work to do
+    data = synthetic(SyntheticConfig(users=120, items=5000, categories=10, max_len=12, seed=3))
+    windows = training_pairs(leave_one_out(data, 12).train, 12)
+    torch.manual_seed(0)
+    teacher = build_model("sasrec", data.num_items, dim=16, layers=1, heads=2, max_len=12).eval()
+    exact = build_teacher_cache(teacher, windows, top_m=20)
+    hnsw = build_teacher_cache(teacher, windows, top_m=20, search="hnsw")
+    assert torch.equal(hnsw["vectors"], exact["vectors"]) and hnsw["top_ids"].min() >= 1
+    overlap = topk_overlap(hnsw["top_ids"].long(), exact["top_ids"].long())
+    assert overlap > 0.95, overlap
+    # the recall recorded from 512 sampled positions agrees with the whole cache's
+    assert abs(float(hnsw["search_recall"][0]) - overlap) < 0.03
+    # the cached logits are the teacher's own scores of the returned items
+    with torch.inference_mode():
+        seq = torch.from_numpy(np.asarray(windows[0][:-1]))[None]  # [1, L]
+        s = teacher.score_vectors(teacher.forward_all(seq)[0])  # [L, N + 1]
+    rows = hnsw["top_ids"][: len(windows[0]) - 1].long()  # window 0 is first in the cache
+    assert torch.allclose(hnsw["top_logits"][: len(rows)].float(), s.gather(1, rows), atol=1e-2)
+    assert torch.all(hnsw["top_logits"][:, :-1] >= hnsw["top_logits"][:, 1:])  # best first
+
+
+def test_hnsw_cache_refuses_a_teacher_that_is_not_an_inner_product(trained, monkeypatch):
+    pytest.importorskip("faiss")
+    from recshrink.compress.distill import _scores_only
+    from recshrink.errors import RecshrinkError
+
+    data, split, teacher = trained
+    real = teacher.score_vectors
+    monkeypatch.setattr(teacher, "score_vectors", lambda h: real(h) + 1.0)  # an item bias
+    with pytest.raises(RecshrinkError, match="hnsw needs a teacher that scores by inner product"):
+        build_teacher_cache(teacher, training_pairs(split.train, 15)[:5], top_m=5, search="hnsw")
+    with pytest.raises(RecshrinkError, match="cache_search: hnsw needs the teacher's user vectors"):
+        _scores_only(DistillConfig(cache_search="hnsw"))
+
+
+def test_distill_with_an_hnsw_cache_records_its_recall(trained, tmp_path):
+    pytest.importorskip("faiss")
+    data, split, teacher = trained
+    cfg = TrainConfig(epochs=1, batch_size=64, loss="sampled", num_negatives=16)
+    runs = {}
+    for search in ("exact", "hnsw"):
+        torch.manual_seed(0)
+        s = build_model("gru", data.num_items, dim=8, max_len=15)
+        _, runs[search] = distill_fit(teacher, s, split, cfg, DistillConfig(top_m=10, cache_search=search),
+                                      tmp_path / search, cache_dir=tmp_path / "cache", progress=False)
+    assert "cache_search_recall" not in runs["exact"]
+    assert runs["hnsw"]["cache_search"] == "hnsw" and runs["hnsw"]["cache_search_recall"] >= 0.99
+    assert not runs["hnsw"]["cache_reused"]  # its own cache file, not the exact one
+    assert len(list((tmp_path / "cache").glob("teacher-*.safetensors"))) == 2
+
+
 def test_pca_init_keeps_neighbours(trained):
     data, _, teacher = trained
     student = build_model("gru", data.num_items, dim=8, max_len=15)

@@ -78,6 +78,10 @@ def test_early_stopping_and_budget(tiny, tmp_path):
     res = fit(model, split, TrainConfig(epochs=50, max_minutes=1e-6, num_negatives=8),
               tmp_path / "b", progress=False)
     assert res.epochs == 1
+    # the budget is checked after every step: the first epoch stopped after one of its batches,
+    # and that partial epoch was still validated
+    steps, n = map(int, res.history[0]["batches"].split("/"))
+    assert steps == 1 and n > 1 and "valid_ndcg@10" in res.history[0]
     # called again with the same budget, a run that ended on it stays ended; a larger one goes on
     again = fit(model, split, TrainConfig(epochs=50, max_minutes=1e-6, num_negatives=8),
                 tmp_path / "b", progress=False)

@@ -184,10 +184,17 @@ def _benchmark_stage(recipe: Recipe, data, split, out: Path, report: dict, made:
     model, benchmark.json, report.md and the plots."""
     b, ev = recipe.benchmark, recipe.evaluate
     entries = [(name, where) for name, (_, where, _) in made.items()] + exported
+    if b.models is not None:
+        have = dict(entries)
+        missing = [n for n in b.models if n not in have]
+        if missing:
+            raise RecshrinkError(f"benchmark.models: {missing[0]!r} was not made or exported by "
+                                 f"this recipe; made: {', '.join(have)}")
+        entries = [(n, have[n]) for n in b.models]
     bench = run_benchmark(entries, data, split, backends=tuple(b.backends), device=b.device,
                           batches=tuple(b.batches), threads=b.threads, budget_s=b.budget_s,
                           teacher=recipe.teacher.label, ks=ev.ks, progress=progress,
-                          mask_scope=ev.mask_scope, ties=ev.ties)  # fmt: skip
+                          mask_scope=ev.mask_scope, ties=ev.ties, valid=b.valid)  # fmt: skip
     bench["trials"] = trials
     write_json(out / "benchmark.json", bench)
     write_run_markdown(bench, report.get("search"), out)

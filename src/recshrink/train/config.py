@@ -22,7 +22,7 @@ def check_ks(v: tuple[int, ...]) -> tuple[int, ...]:
 # Options added after runs were made, at the value that reproduces the earlier behaviour: left
 # out of resume and manifest keys, so runs made before the option existed still resume.
 LATER_DEFAULTS = {"kd_tail": "plain", "lr_decay": 1.0, "lr_patience": 2, "min_lr": 0.0,
-                  "item_grad": "auto", "valid_users": None}
+                  "item_grad": "auto", "valid_users": None, "cache_search": "exact"}
 
 
 def without_later_defaults(obj):
@@ -81,7 +81,9 @@ class TrainConfig:
         mask_scope: ``"full"``: mask every item before the target; ``"window"``: only the
             last ``max_len`` the model sees.
         ties: ``"pessimistic"`` (a tied target ranks behind its ties) or ``"expected"``.
-        max_minutes: Stop after the epoch that passes this wall-clock budget (None = no budget).
+        max_minutes: Wall-clock budget (None = none): checked after every training step (at
+            epoch ends only in a multi-process run); the epoch it runs out in is validated on
+            the steps it made, and the run stops.
         lr_decay: Multiply the learning rate by this after ``lr_patience`` evaluations in a row
             without a better validation NDCG@10 (reduce on plateau; 1 = constant rate). The
             count restarts after each decay; early stopping still counts from the best epoch.

@@ -158,6 +158,11 @@ def _atomic_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
 
 
+def over_budget(t0: float, max_minutes: float | None) -> bool:
+    """Whether ``max_minutes`` have passed since ``t0`` (``time.perf_counter()``)."""
+    return max_minutes is not None and time.perf_counter() - t0 > 60.0 * max_minutes
+
+
 def fit(
     model: SeqRecModel,
     split: Split,
@@ -300,11 +305,13 @@ def fit(
             opt.step()
             total += float(loss.detach())
             count += 1
+            if world == 1 and over_budget(t0, cfg.max_minutes):  # mid-epoch (the ranks of a
+                break  # multi-process run stop together, at the epoch's end)
         entry = {"epoch": epoch, "loss": round(total / max(1, count), 5),
                  "seconds": round(time.perf_counter() - t_epoch, 2)}  # fmt: skip
-        out_of_time = cfg.max_minutes is not None and (
-            time.perf_counter() - t0 > 60.0 * cfg.max_minutes
-        )
+        if count < len(batches):
+            entry["batches"] = f"{count}/{len(batches)}"  # stopped by the budget mid-epoch
+        out_of_time = over_budget(t0, cfg.max_minutes)
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time:
             valid = evaluate(model_scorer(model, device), valid_set, item_attrs, cfg.ks,
                              cfg.mask_history, cfg.eval_batch_size, mask_scope=cfg.mask_scope,
