@@ -16,6 +16,7 @@ from recshrink.compress.distill import DistillConfig
 from recshrink.compress.prune import PruneConfig
 from recshrink.api.data import load_data, synthetic
 from recshrink.export.ann_index import RetrievalConfig
+from recshrink.benchmark.run import base_label
 from recshrink.export.backends import BACKENDS
 from recshrink.data.dataset import InteractionData
 from recshrink.data.loaders import kcore_filter
@@ -331,10 +332,10 @@ class Recipe(_Strict):
                                      f"known: {', '.join(sorted(known))}")
         picked = self.benchmark.models if self.benchmark else None
         for name in picked or []:  # a model's label or an exported file's, <label>.<kind>
-            if name.split(".")[0] not in known:
+            if base_label(name) not in known:
                 raise ValueError(f"benchmark.models: {name!r} is not a model of this recipe or "
                                  f"an export of one; known: {', '.join(sorted(known))}")
-        if picked is not None and not any(n.split(".")[0] == self.teacher.label for n in picked):
+        if picked is not None and self.teacher.label not in map(base_label, picked):
             raise ValueError(f"benchmark.models: needs the teacher ({self.teacher.label!r}) or "
                              f"one of its exports, for the ratios")
 

@@ -213,16 +213,13 @@ def teacher_cache(
     search: str = "exact",
 ) -> tuple[dict[str, torch.Tensor], bool]:
     """Load the teacher cache from ``cache_dir`` or build (and store) it (``search``: see
-    :func:`build_teacher_cache`; a scores-only teacher has no vectors to search with, so it
-    takes ``"exact"`` only).
+    :func:`build_teacher_cache`, for a native teacher; a scores-only teacher is prefix-expanded
+    exactly, and :func:`recshrink.compress.distill.distill_fit` refuses ``"hnsw"`` for it).
 
     Returns:
         The cache and whether it was loaded from disk.
     """
     digest = teacher.digest() if hasattr(teacher, "digest") else state_digest(teacher)
-    if search != "exact" and not isinstance(teacher, SeqRecModel):
-        raise RecshrinkError(f"distill.cache_search: {search} needs a native teacher (user "
-                             f"vectors and an item table); a scores-only teacher takes exact")
     tag = "" if search == "exact" else f"|{search}"  # exact caches keep their earlier keys
     key = hashlib.sha256(
         f"{digest}|{_windows_digest(windows)}|{top_m}{tag}".encode()
@@ -265,5 +262,5 @@ def cache_batch_hook(cache: dict[str, torch.Tensor], num_items: int, negatives: 
     return hook
 
 
-__all__ = ["IndexTopM", "build_prefix_cache", "build_teacher_cache", "cache_batch_hook", "teacher_cache",
-           "top_m_chunked", "window_offsets"]
+__all__ = ["IndexTopM", "build_prefix_cache", "build_teacher_cache", "cache_batch_hook",
+           "teacher_cache", "top_m_chunked", "window_offsets"]
