@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -85,6 +87,32 @@ def test_export_failure_is_one_line(tmp_path):
     with pytest.raises(RecshrinkError, match="ONNX export of broken failed"):
         export_onnx(Broken(), tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_rnn_exports_run_in_fresh_children_of_one_fork_server(tmp_path, monkeypatch):
+    """Each RNN export runs in a process forked by one long-lived server: a second export keeps
+    the dynamic length (no earlier export in its process), a failing child is one line and
+    leaves the server serving."""
+    from recshrink.export import fresh
+
+    torch.manual_seed(0)
+    model = build_model("gru", N, dim=8, max_len=L).eval()
+    first = export_onnx(model, tmp_path / "a.onnx")
+    server = fresh._servers[os.getpid()]
+    job = {"model": str(tmp_path / "missing"), "path": str(tmp_path / "b.onnx"),
+           "config": {}, "metadata": {}}
+    assert (fresh.run_job("recshrink.export.onnx:_export_job", job, tmp_path)
+            == f"{tmp_path / 'missing'}: no such model file or directory")  # the child's one line
+    monkeypatch.chdir(tmp_path)  # relative paths are the caller's, not the server's
+    second = tmp_path / export_onnx(model, "c.onnx")
+    assert fresh._servers[os.getpid()] is server and server.poll() is None
+    for path in (first, second):
+        dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+        assert [bool(d.dim_param) for d in dims] == [True, True]  # batch and seq_len dynamic
+    seq = torch.randint(1, N + 1, (4, L))
+    cfg = OnnxExportConfig()
+    ids = ort_session(second).run(None, {"seq": seq.numpy()})[1]  # [B, K]
+    assert np.array_equal(ids, ServingHead(model, cfg.k, cfg.mask_history)(seq)[1].numpy())
 
 
 def test_rnn_pinned_to_max_len_becomes_a_fixed_length_graph(tmp_path):

@@ -10,8 +10,6 @@ pins them in known cases.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass
@@ -25,6 +23,7 @@ from torch.export import Dim
 from recshrink.version import __version__
 from recshrink.data.split import trim_padding
 from recshrink.errors import RecshrinkError
+from recshrink.export.fresh import run_job
 from recshrink.fsutil import atomic_path
 from recshrink.compare import topk_overlap
 from recshrink.models.base import SeqRecModel
@@ -122,22 +121,19 @@ def _input_dims(model_proto) -> list:
 
 def _export_in_fresh_process(model: SeqRecModel, path: Path, cfg: OnnxExportConfig,
                               metadata: dict | None) -> Path:  # fmt: skip
-    """Run the export in a new Python process (see :func:`export_onnx`)."""
+    """Run the export in a fresh process (:mod:`recshrink.export.fresh`)."""
     with tempfile.TemporaryDirectory(prefix="recshrink-export-") as tmp:
         save_model(model, Path(tmp) / "model", steps=structure_steps(model))
         job = {"model": str(Path(tmp) / "model"), "path": str(path),
                "config": asdict(cfg), "metadata": metadata or {}}  # fmt: skip
-        code = "import json,sys; from recshrink.export.onnx import _worker; _worker(json.loads(sys.argv[1]))"
-        proc = subprocess.run([sys.executable, "-c", code, json.dumps(job, default=str)],
-                              capture_output=True, text=True)  # fmt: skip
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        raise RecshrinkError(lines[-1].removeprefix("recshrink.errors.RecshrinkError: ")
-                             if lines else f"ONNX export of {model.arch} failed")  # fmt: skip
+        message = run_job("recshrink.export.onnx:_export_job", job, Path(tmp))
+    if message:
+        raise RecshrinkError(message if message.startswith("ONNX export")
+                             else f"ONNX export of {model.arch} failed: {message}")  # fmt: skip
     return path
 
 
-def _worker(job: dict) -> None:
+def _export_job(job: dict) -> None:
     model, _ = load_model(job["model"])
     export_onnx(model, job["path"], OnnxExportConfig(**job["config"]), job["metadata"],
                 fresh_process=False)  # fmt: skip
@@ -157,8 +153,10 @@ def export_onnx(
         path: Output file.
         config: Export settings.
         metadata: Extra ``metadata_props`` (values JSON-encoded unless strings).
-        fresh_process: Export in a new Python process. Default: for GRU/LSTM, because within
-            one process only the first dynamo export of an RNN keeps a dynamic sequence length.
+        fresh_process: Export in a fresh process (forked by a server that has imported torch
+            and the exporter once and never exports, :mod:`recshrink.export.fresh`). Default: for GRU/LSTM,
+            because within one process only the first dynamo export of an RNN keeps a
+            dynamic sequence length.
 
     Raises:
         RecshrinkError: The exporter failed or pinned a dynamic input dimension.
