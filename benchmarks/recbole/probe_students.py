@@ -32,6 +32,7 @@ CANDIDATES = {  # name -> (builder, arguments)
     "gru_d64": ("gru", {"dim": 64}),
     "gru_d32": ("gru", {"dim": 32}),
     "cnn_small": ("cnn_small", {}),
+    "sasrec_d64_l1": ("sasrec", {"dim": 64, "layers": 1, "heads": 2}),  # parallel over positions
 }
 
 
