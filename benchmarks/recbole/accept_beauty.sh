@@ -12,7 +12,8 @@
 # for another, e.g. RUN=CORE128-beauty ACCEPT=benchmarks/recbole/out/accept_core128). STUDENT (default
 # "gru_small --arg hidden=192") is the student's preset and arguments, TAG (default gru) the
 # prefix of its folders; choose the student's size by benchmarks/recbole/probe_students.py (speed
-# alone, on untrained weights) before distilling. For bench, SIDES (default "onnx pth") picks
+# alone, on untrained weights) before distilling. Issue 18's gate was met with RUN=CORE128-beauty and
+# STUDENT="sasrec --arg dim=64 --arg layers=1 --arg heads=2" TAG=sasrec_l1 (docs/benchmarks.md). For bench, SIDES (default "onnx pth") picks
 # the students by their teacher and MODULE=0 leaves the module teacher out. The two distils
 # can run side by side (one thread each); the benchmark wants the machine to itself. The student
 # settings are recipes/beauty.yaml's GRU student without the parts a scores-only teacher cannot
